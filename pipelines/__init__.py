@@ -1,0 +1,1 @@
+"""Diffusers-style pipelines built on videogen's models (text-to-video, image-to-video, camera, trajectory)."""
