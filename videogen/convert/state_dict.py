@@ -125,8 +125,13 @@ def _listing(keys: Iterable[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is a ``ValueError`` listing them."""
+def load_strict(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint", assign: bool = False
+) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is a ``ValueError`` listing them.
+
+    ``assign=True`` adopts the tensors themselves (for a model built on the meta device).
+    """
     expected = model.state_dict()
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
@@ -144,7 +149,7 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
         problems.append(f"mis-shaped keys [{len(misshaped)}]: {_listing(misshaped)}")
     if problems:
         raise ValueError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(dict(state), strict=True)
+    model.load_state_dict(dict(state), strict=True, assign=assign)
 
 
 def read_config(path: str | os.PathLike) -> dict | None:

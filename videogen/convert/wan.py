@@ -1,0 +1,226 @@
+"""Wan2.1 DiT checkpoints <-> VideoDiT: key maps for the diffusers and the original layout, config mapping, loading."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+
+from videogen.convert.state_dict import load_state_dict, load_strict, read_config, rename_keys, strip_prefix
+
+ORIGINAL_PREFIX = "model.diffusion_model."
+
+# (ours, diffusers WanTransformer3DModel). Templates: see videogen.convert.state_dict.rename_keys.
+DIFFUSERS_KEYS: list[tuple[str, str]] = [
+    ("text_embedding.0.", "condition_embedder.text_embedder.linear_1."),
+    ("text_embedding.2.", "condition_embedder.text_embedder.linear_2."),
+    ("time_embedding.0.", "condition_embedder.time_embedder.linear_1."),
+    ("time_embedding.2.", "condition_embedder.time_embedder.linear_2."),
+    ("time_projection.1.", "condition_embedder.time_proj."),
+    ("img_emb.proj.0.", "condition_embedder.image_embedder.norm1."),
+    ("img_emb.proj.1.", "condition_embedder.image_embedder.ff.net.0.proj."),
+    ("img_emb.proj.3.", "condition_embedder.image_embedder.ff.net.2."),
+    ("img_emb.proj.4.", "condition_embedder.image_embedder.norm2."),
+    ("img_emb.emb_pos", "condition_embedder.image_embedder.pos_embed"),
+    ("blocks.{i}.self_attn.q.", "blocks.{i}.attn1.to_q."),
+    ("blocks.{i}.self_attn.k.", "blocks.{i}.attn1.to_k."),
+    ("blocks.{i}.self_attn.v.", "blocks.{i}.attn1.to_v."),
+    ("blocks.{i}.self_attn.o.", "blocks.{i}.attn1.to_out.0."),
+    ("blocks.{i}.self_attn.norm_q.", "blocks.{i}.attn1.norm_q."),
+    ("blocks.{i}.self_attn.norm_k.", "blocks.{i}.attn1.norm_k."),
+    ("blocks.{i}.cross_attn.q.", "blocks.{i}.attn2.to_q."),
+    ("blocks.{i}.cross_attn.k.", "blocks.{i}.attn2.to_k."),
+    ("blocks.{i}.cross_attn.v.", "blocks.{i}.attn2.to_v."),
+    ("blocks.{i}.cross_attn.o.", "blocks.{i}.attn2.to_out.0."),
+    ("blocks.{i}.cross_attn.norm_q.", "blocks.{i}.attn2.norm_q."),
+    ("blocks.{i}.cross_attn.norm_k.", "blocks.{i}.attn2.norm_k."),
+    ("blocks.{i}.cross_attn.k_img.", "blocks.{i}.attn2.add_k_proj."),
+    ("blocks.{i}.cross_attn.v_img.", "blocks.{i}.attn2.add_v_proj."),
+    ("blocks.{i}.cross_attn.norm_k_img.", "blocks.{i}.attn2.norm_added_k."),
+    ("blocks.{i}.norm_cross.", "blocks.{i}.norm2."),  # diffusers swapped norm2/norm3 relative to Wan
+    ("blocks.{i}.ffn.0.", "blocks.{i}.ffn.net.0.proj."),
+    ("blocks.{i}.ffn.2.", "blocks.{i}.ffn.net.2."),
+    ("blocks.{i}.modulation", "blocks.{i}.scale_shift_table"),
+    ("head.head.", "proj_out."),
+    ("head.modulation", "scale_shift_table"),
+]
+
+# (ours, original Wan2.1 `WanModel`). Our names follow the original except the cross-attention norm,
+# which Wan calls norm3 although it sits second in the block.
+ORIGINAL_KEYS: list[tuple[str, str]] = [
+    ("blocks.{i}.norm_cross.", "blocks.{i}.norm3."),
+]
+
+
+def _is_diffusers_layout(keys) -> bool:
+    return any(k.startswith("condition_embedder.") or ".attn1." in k for k in keys)
+
+
+def transformer_state_dict_from_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``WanTransformer3DModel`` state dict to VideoDiT keys (``norm_added_q``, which
+    diffusers itself ignores, is dropped)."""
+    state = {k: v for k, v in state.items() if ".norm_added_q." not in k}
+    return rename_keys(state, DIFFUSERS_KEYS, reverse=True)
+
+
+def transformer_state_dict_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a VideoDiT state dict to diffusers ``WanTransformer3DModel`` keys (exact inverse of the above)."""
+    return rename_keys(state, DIFFUSERS_KEYS)
+
+
+def transformer_state_dict_from_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an original Wan2.1 DiT state dict (with or without ``model.diffusion_model.``) to VideoDiT keys."""
+    return rename_keys(strip_prefix(state, ORIGINAL_PREFIX), ORIGINAL_KEYS, reverse=True)
+
+
+def transformer_config_from_diffusers(cfg: Mapping) -> dict:
+    """Map a diffusers ``WanTransformer3DModel`` config to VideoDiT arguments; unsupported options raise."""
+    heads, head_dim = cfg.get("num_attention_heads", 40), cfg.get("attention_head_dim", 128)
+    dim = heads * head_dim
+    qk_norm = cfg.get("qk_norm", "rms_norm_across_heads")
+    if qk_norm != "rms_norm_across_heads":
+        raise ValueError(f"unsupported qk_norm={qk_norm!r}: VideoDiT implements Wan's 'rms_norm_across_heads'")
+    image_dim, added_kv = cfg.get("image_dim"), cfg.get("added_kv_proj_dim")
+    if (image_dim is None) != (added_kv is None) or added_kv not in (None, dim):
+        raise ValueError(
+            f"unsupported image conditioning: image_dim={image_dim}, added_kv_proj_dim={added_kv} "
+            f"(Wan I2V sets both, with added_kv_proj_dim equal to the width {dim})"
+        )
+    return dict(
+        patch_size=tuple(cfg.get("patch_size", (1, 2, 2))),
+        num_heads=heads,
+        dim=dim,
+        in_channels=cfg.get("in_channels", 16),
+        out_channels=cfg.get("out_channels") or cfg.get("in_channels", 16),
+        text_dim=cfg.get("text_dim", 4096),
+        freq_dim=cfg.get("freq_dim", 256),
+        ffn_dim=cfg.get("ffn_dim", 13824),
+        num_layers=cfg.get("num_layers", 40),
+        cross_attn_norm=cfg.get("cross_attn_norm", True),
+        eps=cfg.get("eps", 1e-6),
+        image_dim=image_dim,
+        pos_embed_seq_len=cfg.get("pos_embed_seq_len"),
+        rope_max_seq_len=cfg.get("rope_max_seq_len", 1024),
+    )
+
+
+def transformer_config_to_diffusers(cfg: Mapping) -> dict:
+    """Map VideoDiT arguments to a diffusers ``WanTransformer3DModel`` config (for export)."""
+    return {
+        "_class_name": "WanTransformer3DModel",
+        "patch_size": list(cfg["patch_size"]),
+        "num_attention_heads": cfg["num_heads"],
+        "attention_head_dim": cfg["dim"] // cfg["num_heads"],
+        "in_channels": cfg["in_channels"],
+        "out_channels": cfg["out_channels"],
+        "text_dim": cfg["text_dim"],
+        "freq_dim": cfg["freq_dim"],
+        "ffn_dim": cfg["ffn_dim"],
+        "num_layers": cfg["num_layers"],
+        "cross_attn_norm": cfg["cross_attn_norm"],
+        "qk_norm": "rms_norm_across_heads",
+        "eps": cfg["eps"],
+        "image_dim": cfg["image_dim"],
+        "added_kv_proj_dim": cfg["dim"] if cfg["image_dim"] else None,
+        "rope_max_seq_len": cfg["rope_max_seq_len"],
+        "pos_embed_seq_len": cfg["pos_embed_seq_len"],
+    }
+
+
+def transformer_config_from_state_dict(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict:
+    """Infer VideoDiT arguments from (VideoDiT-keyed) weights; heads default to width/128 as in every Wan model."""
+    w = state["patch_embedding.weight"]  # [dim, in, pt, ph, pw]
+    dim, in_channels, patch = w.shape[0], w.shape[1], tuple(w.shape[2:])
+    num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    img = state.get("img_emb.proj.0.weight")
+    pos = state.get("img_emb.emb_pos")
+    return dict(
+        patch_size=patch,
+        num_heads=num_heads or max(1, dim // 128),
+        dim=dim,
+        in_channels=in_channels,
+        out_channels=state["head.head.weight"].shape[0] // (patch[0] * patch[1] * patch[2]),
+        text_dim=state["text_embedding.0.weight"].shape[1],
+        freq_dim=state["time_embedding.0.weight"].shape[1],
+        ffn_dim=state["blocks.0.ffn.0.weight"].shape[0],
+        num_layers=num_layers,
+        cross_attn_norm="blocks.0.norm_cross.weight" in state,
+        image_dim=None if img is None else img.shape[0],
+        pos_embed_seq_len=None if pos is None else pos.shape[1],
+    )
+
+
+def _original_config_facts(cfg: Optional[Mapping]) -> dict:
+    """The facts an original Wan ``config.json`` adds to what the weights' shapes tell (heads, eps)."""
+    if not cfg:
+        return {}
+    facts = {}
+    if "num_heads" in cfg:
+        facts["num_heads"] = cfg["num_heads"]
+    if "eps" in cfg:
+        facts["eps"] = cfg["eps"]
+    return facts
+
+
+def cast_keeping_fp32(model: torch.nn.Module, dtype: Optional[torch.dtype]) -> torch.nn.Module:
+    """Cast a model to ``dtype`` but keep the modules listed in ``_keep_in_fp32_modules`` in fp32."""
+    if dtype is None:
+        return model
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, param in model.named_parameters():
+        if any(part in keep for part in name.split(".")):
+            param.data = param.data.float()
+    return model
+
+
+def load_wan_transformer(path: str | os.PathLike, torch_dtype: Optional[torch.dtype] = None):
+    """Load a Wan2.1 DiT into a ``VideoDiT``, detecting the layout.
+
+    ``path`` may be: a videogen model directory (``save_pretrained``), a diffusers ``WanTransformer3DModel``
+    directory (config.json + safetensors, sharded or not), or an original Wan2.1 checkpoint (a safetensors/pth
+    file or a directory of shards, keys with or without ``model.diffusion_model.``, original ``config.json``
+    optional). Loading is strict: a missing, unexpected or mis-shaped key raises ``ValueError``.
+    """
+    from accelerate import init_empty_weights
+
+    from videogen.models.transformer import VideoDiT
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no Wan transformer checkpoint at {path}")
+    cfg = read_config(path)
+    if cfg is not None and cfg.get("_class_name") == "VideoDiT":
+        return cast_keeping_fp32(VideoDiT.from_pretrained(path), torch_dtype)
+
+    raw = strip_prefix(load_state_dict(path), ORIGINAL_PREFIX)
+    if _is_diffusers_layout(raw):
+        state = transformer_state_dict_from_diffusers(raw)
+        if cfg is not None and "num_attention_heads" in cfg:
+            config = transformer_config_from_diffusers(cfg)
+        else:
+            config = transformer_config_from_state_dict(state)
+    else:
+        state = transformer_state_dict_from_original(raw)
+        if "patch_embedding.weight" not in state:
+            raise ValueError(f"{path} holds no Wan DiT weights (no patch_embedding.weight)")
+        facts = _original_config_facts(cfg)
+        config = {**transformer_config_from_state_dict(state, facts.get("num_heads")), **facts}
+    with init_empty_weights():
+        model = VideoDiT(**config)
+    load_strict(model, state, source=str(path), assign=True)
+    return cast_keeping_fp32(model.eval(), torch_dtype)
+
+
+def save_diffusers_transformer(model, directory: str | os.PathLike) -> None:
+    """Write ``model`` as a diffusers ``WanTransformer3DModel`` directory (config.json + safetensors)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in transformer_state_dict_to_diffusers(model.state_dict()).items()}
+    save_file(state, str(directory / "diffusion_pytorch_model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(transformer_config_to_diffusers(model.config), indent=2))

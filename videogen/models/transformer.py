@@ -1,0 +1,393 @@
+"""VideoDiT: the spatiotemporal diffusion transformer (Wan2.1 architecture) with explicit hooks-free inputs for
+skip guidance (STG) and adapters (ControlNet residuals, per-block modulation)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+
+from videogen.validation import check_multiple
+
+# ----------------------------------------------------------------------------------------------
+# Small pure functions for the math
+# ----------------------------------------------------------------------------------------------
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps ``t`` (any shape) -> ``[..., dim]``, cosines first (Wan / diffusers order).
+
+    Computed in fp32 exactly as diffusers' ``Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0)``.
+    """
+    half = dim // 2
+    exponent = -math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    args = t.float()[..., None] * torch.exp(exponent)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """How a head's channels split over (frame, height, width) rotary axes: Wan gives h and w ``2*(d//6)`` each."""
+    hw = 2 * (head_dim // 6)
+    return head_dim - 2 * hw, hw, hw
+
+
+def rope_cos_sin(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0, device=None):
+    """Rotary cos/sin tables for a ``(f, h, w)`` token grid, each ``[f*h*w, 1, head_dim//2]`` in fp32.
+
+    Each axis gets its own slice of the head's channel pairs (see ``rope_axis_dims``); positions are
+    integer indices, frequencies ``theta^(-2i/d_axis)`` computed in float64 as Wan does.
+    """
+    tables = []
+    for n, d in zip(grid, rope_axis_dims(head_dim)):
+        freqs = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device)[: d // 2] / d))
+        tables.append(torch.outer(torch.arange(n, dtype=torch.float64, device=device), freqs))  # [n, d/2]
+    f, h, w = grid
+    angles = torch.cat(
+        [
+            tables[0][:, None, None].expand(f, h, w, -1),
+            tables[1][None, :, None].expand(f, h, w, -1),
+            tables[2][None, None, :].expand(f, h, w, -1),
+        ],
+        dim=-1,
+    ).reshape(f * h * w, 1, -1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs ``(2i, 2i+1)`` of ``x [B, N, H, D]`` by the angles behind ``cos/sin [N, 1, D/2]``."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """AdaLN modulation ``x * (1 + scale) + shift``."""
+    return x * (1 + scale) + shift
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Parameter-free LayerNorm over the last dim, computed in fp32 (Wan keeps norms in fp32)."""
+    return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
+
+
+def block_mask(batch_size: int, num_layers: int, samples: Sequence[int], blocks: Sequence[int], device=None) -> torch.Tensor:
+    """A ``[batch_size, num_layers]`` bool mask, True for the given samples at the given blocks.
+
+    Build ``skip_blocks`` (STG-R) or ``skip_self_attention`` (STG-A) arguments of ``VideoDiT.forward`` with it.
+    """
+    mask = torch.zeros(batch_size, num_layers, dtype=torch.bool, device=device)
+    for b in samples:
+        for i in blocks:
+            if not -num_layers <= i < num_layers:
+                raise ValueError(f"block index {i} is out of range for a model with {num_layers} blocks")
+            mask[b, i] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with q/k RMSNorm across heads and 3D RoPE; optionally returns V (STG-A)."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], values_only: Optional[torch.Tensor] = None):
+        """``x [B, N, D]``; ``values_only [B]`` bool: those samples get identity attention (output = V)."""
+        heads = (x.shape[0], x.shape[1], self.num_heads, -1)
+        q = apply_rope(self.norm_q(self.q(x)).view(heads), *rope).transpose(1, 2)
+        k = apply_rope(self.norm_k(self.k(x)).view(heads), *rope).transpose(1, 2)
+        v = self.v(x).view(heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        if values_only is not None:
+            out = torch.where(values_only[:, None, None, None], v, out)
+        return self.o(out.transpose(1, 2).flatten(2).type_as(x))
+
+
+class CrossAttention(nn.Module):
+    """Attention from video tokens to text tokens, plus (I2V) a separate attention to image tokens."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, image_tokens: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        if image_tokens:
+            self.k_img = nn.Linear(dim, dim)
+            self.v_img = nn.Linear(dim, dim)
+            self.norm_k_img = nn.RMSNorm(dim, eps=eps)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_img: Optional[torch.Tensor] = None):
+        """``x [B, N, D]`` attends to ``context [B, L, D]`` (and ``context_img [B, L_img, D]`` when given)."""
+        q = self._heads(self.norm_q(self.q(x)))
+        out = F.scaled_dot_product_attention(q, self._heads(self.norm_k(self.k(context))), self._heads(self.v(context)))
+        if context_img is not None:
+            k_img = self._heads(self.norm_k_img(self.k_img(context_img)))
+            out = out + F.scaled_dot_product_attention(q, k_img, self._heads(self.v_img(context_img)))
+        return self.o(out.transpose(1, 2).flatten(2).type_as(x))
+
+
+class DiTBlock(nn.Module):
+    """One Wan block: modulated self-attention, cross-attention (no gate), modulated feed-forward."""
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float, cross_attn_norm: bool, image_tokens: bool):
+        super().__init__()
+        self.eps = eps
+        self.self_attn = SelfAttention(dim, num_heads, eps)
+        self.norm_cross = nn.LayerNorm(dim, eps=eps) if cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(dim, num_heads, eps, image_tokens)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        # shift, scale, gate (self-attention), shift, scale, gate (feed-forward); added to the time projection.
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        context_img: Optional[torch.Tensor],
+        e: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        values_only: Optional[torch.Tensor] = None,
+        input_modulation: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """``e [B, 1|N, 6, D]`` is the projected timestep; ``input_modulation`` = adapter (scale, shift) on the
+        normalised self-attention input; ``values_only [B]`` switches self-attention to STG-A."""
+        shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.unsqueeze(0) + e.float()).unbind(2)
+        h = modulate(layer_norm(x, self.eps), shift, scale)
+        if input_modulation is not None:
+            h = modulate(h, input_modulation[1], input_modulation[0])
+        x = (x.float() + self.self_attn(h.type_as(x), rope, values_only) * gate).type_as(x)
+        x = x + self.cross_attn(self.norm_cross(x.float()).type_as(x), context, context_img)
+        h = modulate(layer_norm(x, self.eps), c_shift, c_scale).type_as(x)
+        return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
+
+
+class ImageEmbedding(nn.Module):
+    """Projects image-encoder tokens (e.g. CLIP penultimate states) to the model width: LN, MLP, LN."""
+
+    def __init__(self, image_dim: int, dim: int, pos_embed_seq_len: Optional[int] = None):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.LayerNorm(image_dim), nn.Linear(image_dim, image_dim), nn.GELU(), nn.Linear(image_dim, dim), nn.LayerNorm(dim)
+        )
+        self.emb_pos = nn.Parameter(torch.zeros(1, pos_embed_seq_len, image_dim)) if pos_embed_seq_len else None
+
+    def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, L, image_dim] -> [B, L, dim]`` (first-last-frame models fold pairs and add positions)."""
+        if self.emb_pos is not None:
+            b, n, c = image_tokens.shape
+            image_tokens = image_tokens.view(-1, 2 * n, c) + self.emb_pos
+        return self.proj(image_tokens.float()).type_as(image_tokens)
+
+
+class Head(nn.Module):
+    """Final modulated LayerNorm and linear projection back to patch channels."""
+
+    def __init__(self, dim: int, out_features: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.head = nn.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """``temb [B, 1|N, D]`` is the (pre-projection) time embedding."""
+        shift, scale = (self.modulation.unsqueeze(0) + temb.unsqueeze(2)).unbind(2)
+        return self.head(modulate(layer_norm(x, self.eps), shift, scale).type_as(x))
+
+
+@dataclass
+class VideoDiTOutput(BaseOutput):
+    """Output of ``VideoDiT.forward``: the prediction ``sample [B, C, F, H, W]``."""
+
+    sample: torch.Tensor
+
+
+class VideoDiT(ModelMixin, ConfigMixin):
+    """Spatiotemporal DiT with text cross-attention (Wan2.1 architecture at any size).
+
+    Args:
+        patch_size: (t, h, w) patch of the Conv3d patch embedding.
+        num_heads, dim: attention heads and model width (head dim = dim / num_heads, must be even per axis).
+        in_channels, out_channels: latent channels in and out (I2V models take 36 = 16 noise + 4 mask + 16 image).
+        text_dim: width of the text encoder states; freq_dim: sinusoid size of the timestep embedding.
+        ffn_dim, num_layers: feed-forward width and number of blocks.
+        cross_attn_norm: affine LayerNorm before cross-attention (Wan: True); eps: every norm's epsilon.
+        image_dim: width of image-encoder tokens; set it for I2V models with image cross-attention.
+        pos_embed_seq_len: learned image-token positions (first-last-frame models).
+        rope_theta, rope_max_seq_len: rotary base and the largest grid extent per axis.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiTBlock"]
+    _keep_in_fp32_modules = ["time_embedding", "modulation", "norm_cross"]
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        num_heads: int = 12,
+        dim: int = 1536,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        ffn_dim: int = 8960,
+        num_layers: int = 30,
+        cross_attn_norm: bool = True,
+        eps: float = 1e-6,
+        image_dim: Optional[int] = None,
+        pos_embed_seq_len: Optional[int] = None,
+        rope_theta: float = 10000.0,
+        rope_max_seq_len: int = 1024,
+    ):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2 or min(rope_axis_dims(dim // num_heads)) <= 0:
+            raise ValueError(f"dim ({dim}) / num_heads ({num_heads}) must give an even head dim of at least 6")
+        self.patch_embedding = nn.Conv3d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.img_emb = ImageEmbedding(image_dim, dim, pos_embed_seq_len) if image_dim else None
+        self.blocks = nn.ModuleList(
+            [DiTBlock(dim, ffn_dim, num_heads, eps, cross_attn_norm, image_dim is not None) for _ in range(num_layers)]
+        )
+        self.head = Head(dim, out_channels * math.prod(patch_size), eps)
+        self.gradient_checkpointing = False
+
+    # -- conversion helpers (implemented in videogen.convert.wan) -------------------------------
+
+    @classmethod
+    def from_wan(cls, path, torch_dtype: Optional[torch.dtype] = None) -> "VideoDiT":
+        """Load Wan2.1 DiT weights: a diffusers model directory or original checkpoint shards (auto-detected)."""
+        from videogen.convert.wan import load_wan_transformer
+
+        return load_wan_transformer(path, torch_dtype=torch_dtype)
+
+    def to_diffusers_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under diffusers ``WanTransformer3DModel`` key names."""
+        from videogen.convert.wan import transformer_state_dict_to_diffusers
+
+        return transformer_state_dict_to_diffusers(self.state_dict())
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def _check_inputs(self, x, timestep, context, context_img, num_tokens):
+        cfg = self.config
+        if x.shape[1] != cfg.in_channels:
+            raise ValueError(f"hidden_states must have {cfg.in_channels} channels (config in_channels); got {x.shape[1]}")
+        for name, size, p in zip(("latent frames", "latent height", "latent width"), x.shape[2:], cfg.patch_size):
+            if p > 1:
+                check_multiple(name, size, p)
+        if context.ndim != 3 or context.shape[-1] != cfg.text_dim or context.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"encoder_hidden_states must be [B={x.shape[0]}, L, text_dim={cfg.text_dim}]; got {tuple(context.shape)}"
+            )
+        if timestep.shape not in ((x.shape[0],), (x.shape[0], num_tokens)):
+            raise ValueError(
+                f"timestep must be [B] or [B, N] with B={x.shape[0]}, N={num_tokens} tokens; got {tuple(timestep.shape)}"
+            )
+        if (context_img is None) != (self.img_emb is None):
+            need = "requires" if self.img_emb is not None else "takes no"
+            raise ValueError(f"this model {need} encoder_hidden_states_image (config image_dim={cfg.image_dim})")
+        if x.device != self.patch_embedding.weight.device:
+            raise ValueError(f"hidden_states is on {x.device} but the model is on {self.patch_embedding.weight.device}")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: Optional[torch.Tensor] = None,
+        skip_blocks: Optional[torch.Tensor] = None,
+        skip_self_attention: Optional[torch.Tensor] = None,
+        block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None,
+        block_modulations: Optional[Sequence[Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+        return_dict: bool = True,
+    ):
+        """Predict the flow (velocity) for noisy latents.
+
+        Args:
+            hidden_states: ``[B, C_in, F, H, W]`` latents (I2V: noise ‖ mask ‖ image latents on channels).
+            timestep: ``[B]`` per sample, or ``[B, N]`` per token (N = F/pt · H/ph · W/pw), in [0, 1000).
+            encoder_hidden_states: ``[B, L, text_dim]`` text states, zero-padded as Wan does (512 tokens).
+            encoder_hidden_states_image: ``[B, L_img, image_dim]`` image-encoder tokens (I2V models only).
+            skip_blocks: ``[B, num_layers]`` bool (see ``block_mask``); block i returns its input for sample b (STG-R).
+            skip_self_attention: ``[B, num_layers]`` bool; block i's self-attention returns V for sample b (STG-A).
+            block_residuals: per block, ``None`` or ``[B, N, dim]`` added to the block's output (ControlNet).
+            block_modulations: per block, ``None`` or ``(scale, shift)`` each broadcastable to ``[B, N, dim]``,
+                applied to the block's normalised self-attention input as ``h * (1 + scale) + shift``.
+            return_dict: return a ``VideoDiTOutput`` (else a 1-tuple).
+
+        With every optional argument left out the computation is exactly Wan's.
+        """
+        if hidden_states.ndim != 5:
+            raise ValueError(f"hidden_states must be 5-D [B, C, F, H, W]; got shape {tuple(hidden_states.shape)}")
+        b, _, f, h, w = hidden_states.shape
+        pt, ph, pw = self.config.patch_size
+        grid = (f // pt, h // ph, w // pw)
+        num_tokens = math.prod(grid)
+        timestep = torch.as_tensor(timestep, device=hidden_states.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, num_tokens)
+        for name, per_block in (("block_residuals", block_residuals), ("block_modulations", block_modulations)):
+            if per_block is not None and len(per_block) != len(self.blocks):
+                raise ValueError(f"{name} must have one entry per block ({len(self.blocks)}); got {len(per_block)}")
+
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
+        rope = rope_cos_sin(grid, self.config.dim // self.config.num_heads, self.config.rope_theta, x.device)
+
+        # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
+        t = timestep if timestep.ndim == 2 else timestep[:, None]
+        freq = timestep_embedding(t, self.config.freq_dim).to(self.time_embedding[0].weight.dtype)
+        temb = self.time_embedding(freq).type_as(encoder_hidden_states)
+        e = self.time_projection(temb).unflatten(-1, (6, -1))
+
+        context = self.text_embedding(encoder_hidden_states)
+        context_img = self.img_emb(encoder_hidden_states_image) if encoder_hidden_states_image is not None else None
+
+        for i, block in enumerate(self.blocks):
+            values_only = skip_self_attention[:, i] if skip_self_attention is not None and skip_self_attention[:, i].any() else None
+            skip = skip_blocks[:, i] if skip_blocks is not None and skip_blocks[:, i].any() else None
+            modulation = block_modulations[i] if block_modulations is not None else None
+            if skip is not None and bool(skip.all()):
+                out = x  # every sample skips this block: no need to run it
+            elif torch.is_grad_enabled() and self.gradient_checkpointing:
+                out = self._gradient_checkpointing_func(block, x, context, context_img, e, rope, values_only, modulation)
+            else:
+                out = block(x, context, context_img, e, rope, values_only, modulation)
+            if skip is not None:
+                out = torch.where(skip[:, None, None], x, out)
+            if block_residuals is not None and block_residuals[i] is not None:
+                out = out + block_residuals[i]
+            x = out
+
+        x = self.head(x, temb)
+        # Unpatchify: [B, f*h*w, pt*ph*pw*C] -> [B, C, f*pt, h*ph, w*pw]
+        x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        return VideoDiTOutput(sample=out) if return_dict else (out,)
