@@ -1,0 +1,329 @@
+"""The one denoising loop every videogen pipeline shares, with input checks, prompt encoding and decoding.
+
+Task pipelines (text-to-video, image-to-video, camera, trajectory) subclass ``VideoDiffusionPipeline`` and only
+prepare conditions: they extend ``pass_inputs`` to say what the DiT gets for one guidance pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from videogen.conditioning.text import encode_prompts
+from videogen.guidance import CFG, Guidance, Guider, Pass
+from videogen.models.transformer import block_mask
+from videogen.validation import check_multiple, check_num_frames
+
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+@dataclass
+class VideoPipelineOutput(BaseOutput):
+    """``frames``: np ``[B, F, H, W, C]`` in [0, 1], pt ``[B, F, C, H, W]``, a list of PIL lists, or 5-D latents."""
+
+    frames: Union[np.ndarray, torch.Tensor, list]
+
+
+@dataclass
+class Conditions:
+    """What the DiT is conditioned on for one generation (``[B, ...]`` each, B = prompts x videos per prompt)."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: Optional[torch.Tensor] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # task pipelines put their conditions here
+
+
+def as_guidance(guidance: Union[Guidance, Guider, None], guidance_scale: float) -> Guidance:
+    """A ``Guidance`` from the pipeline's ``guidance`` argument, or plain CFG at ``guidance_scale``."""
+    if guidance is None:
+        return Guidance(CFG(guidance_scale))
+    if isinstance(guidance, Guider):
+        return Guidance(guidance)
+    if isinstance(guidance, Guidance):
+        return guidance
+    raise ValueError(f"guidance must be a videogen.guidance.Guidance or Guider; got {type(guidance).__name__}")
+
+
+def stack_inputs(parts: Sequence[dict]) -> dict:
+    """Concatenate per-pass model inputs along the batch: tensors by ``cat``, per-block lists element-wise."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if values[0] is None:
+            out[key] = None
+        elif isinstance(values[0], torch.Tensor):
+            out[key] = torch.cat(values)
+        elif isinstance(values[0], (list, tuple)):
+            out[key] = [None if v[0] is None else torch.cat(v) for v in zip(*values)]
+        else:
+            out[key] = values[0]
+    return out
+
+
+class VideoDiffusionPipeline(DiffusionPipeline):
+    """Base class: validation, prompt encoding, latent preparation, the shared denoising loop and decoding."""
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        """Frames per latent frame (after the first)."""
+        return self.vae.temporal_compression if getattr(self, "vae", None) is not None else 4
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        """Pixels per latent pixel along height and width."""
+        return self.vae.spatial_compression if getattr(self, "vae", None) is not None else 8
+
+    @property
+    def size_multiple(self) -> int:
+        """Heights and widths must be multiples of this (VAE factor x DiT patch)."""
+        return self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+
+    @property
+    def video_processor(self) -> VideoProcessor:
+        """diffusers' post-processing from [-1, 1] tensors to np / pt / PIL frames."""
+        return VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # diffusers-style state exposed to callbacks
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self):
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs
+    # ------------------------------------------------------------------------------------------
+
+    def check_inputs(
+        self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+        num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type, callback_tensor_inputs,
+    ) -> None:
+        """Every rule a generation's arguments must follow; a broken one is a ``ValueError`` that names it."""
+        check_num_frames(num_frames, self.vae_scale_factor_temporal)
+        check_multiple("height", height, self.size_multiple)
+        check_multiple("width", width, self.size_multiple)
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer; got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0; got {guidance_scale}")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt must be a positive integer; got {num_videos_per_prompt}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass at most one of `negative_prompt` and `negative_prompt_embeds`")
+        if prompt is not None and not isinstance(prompt, (str, list)):
+            raise ValueError(f"prompt must be a str or a list of str; got {type(prompt).__name__}")
+        n = (1 if isinstance(prompt, str) else len(prompt)) if prompt is not None else prompt_embeds.shape[0]
+        if isinstance(negative_prompt, list) and len(negative_prompt) != n:
+            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but there are {n} prompts")
+        if negative_prompt_embeds is not None and negative_prompt_embeds.shape[0] != n:
+            raise ValueError(
+                f"negative_prompt_embeds has batch size {negative_prompt_embeds.shape[0]} but prompts/prompt_embeds "
+                f"have {n}"
+            )
+        if prompt_embeds is not None and negative_prompt_embeds is not None:
+            if prompt_embeds.shape[1:] != negative_prompt_embeds.shape[1:]:
+                raise ValueError(
+                    f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
+                    f"{tuple(negative_prompt_embeds.shape)} must match after the batch dimension"
+                )
+        bad = [k for k in callback_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} are not in {self._callback_tensor_inputs}")
+
+    def encode_prompt(
+        self,
+        prompt,
+        negative_prompt=None,
+        need_negative: bool = True,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        max_sequence_length: int = 512,
+        device: Optional[torch.device] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Text states for the prompts (and the negative prompts, default ``""``), repeated per video."""
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = encode_prompts(self.tokenizer, self.text_encoder, prompts, max_sequence_length, device)
+        n = prompt_embeds.shape[0]
+        if need_negative and negative_prompt_embeds is None:
+            negatives = negative_prompt or ""
+            negatives = [negatives] * n if isinstance(negatives, str) else list(negatives)
+            negative_prompt_embeds = encode_prompts(
+                self.tokenizer, self.text_encoder, negatives, max_sequence_length, device
+            )
+        repeat = lambda e: None if e is None else e.to(device).repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
+        return repeat(prompt_embeds), repeat(negative_prompt_embeds) if need_negative else None
+
+    def prepare_latents(self, batch_size, height, width, num_frames, generator, latents, device) -> torch.Tensor:
+        """Initial noise ``[B, C, 1 + (F-1)/4, H/8, W/8]`` in fp32 (or the given ``latents``, checked)."""
+        shape = (
+            batch_size,
+            self.transformer.config.out_channels,
+            (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+            height // self.vae_scale_factor_spatial,
+            width // self.vae_scale_factor_spatial,
+        )
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents must have shape {shape} for these arguments; got {tuple(latents.shape)}")
+            return latents.to(device=device, dtype=torch.float32)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size} videos")
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+    # ------------------------------------------------------------------------------------------
+    # The shared loop
+    # ------------------------------------------------------------------------------------------
+
+    def pass_inputs(self, latents: torch.Tensor, p: Pass, conds: Conditions) -> dict:
+        """DiT inputs for one guidance pass over the whole batch. Task pipelines extend this."""
+        num_layers = self.transformer.config.num_layers
+        b = latents.shape[0]
+        text = conds.prompt_embeds if p.text else conds.negative_prompt_embeds
+        return {
+            "hidden_states": latents.to(self.transformer.dtype),
+            "encoder_hidden_states": text.to(self.transformer.dtype),
+            "skip_blocks": block_mask(b, num_layers, range(b), p.skip_blocks, latents.device),
+            "skip_self_attention": block_mask(b, num_layers, range(b), p.skip_attention, latents.device),
+        }
+
+    def predict(self, latents, t, passes: Sequence[Pass], conds: Conditions, batch_guidance: bool) -> dict:
+        """The DiT's prediction for every pass: one batched forward (default) or one forward per pass."""
+        groups = [list(passes)] if batch_guidance else [[p] for p in passes]
+        preds = {}
+        for group in groups:
+            inputs = stack_inputs([self.pass_inputs(latents, p, conds) for p in group])
+            for key in ("skip_blocks", "skip_self_attention"):
+                if inputs[key] is not None and not inputs[key].any():
+                    inputs[key] = None  # nothing perturbed: the plain Wan computation
+            timestep = t.expand(inputs["hidden_states"].shape[0]).to(latents.device)
+            out = self.transformer(timestep=timestep, return_dict=False, **inputs)[0].float()
+            for p, chunk in zip(group, out.chunk(len(group))):
+                preds[p] = chunk
+        return preds
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        conds: Conditions,
+        guidance: Guidance,
+        num_inference_steps: int,
+        batch_guidance: bool = True,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> torch.Tensor:
+        """Run the scheduler from noise to clean latents under ``guidance``."""
+        device = latents.device
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        self.scheduler.set_begin_index(0)
+        guidance.reset()
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                passes = guidance.passes(i, len(timesteps))
+                preds = self.predict(latents, t, passes, conds, batch_guidance)
+                noise_pred = guidance.combine(preds, i, len(timesteps))
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "prompt_embeds": conds.prompt_embeds,
+                             "negative_prompt_embeds": conds.negative_prompt_embeds}
+                    result = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = result.pop("latents", latents)
+                    conds.prompt_embeds = result.pop("prompt_embeds", conds.prompt_embeds)
+                    conds.negative_prompt_embeds = result.pop("negative_prompt_embeds", conds.negative_prompt_embeds)
+                bar.update()
+        self._current_timestep = None
+        return latents
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str):
+        """Latents -> frames in the requested output type (``latent`` returns them as they are, 5-D)."""
+        if output_type == "latent":
+            return latents
+        vae_device = next(self.vae.parameters()).device
+        z = self.vae.denormalize_latents(latents.to(vae_device, self.vae.dtype))
+        video = self.vae.decode(z, return_dict=False)[0]
+        return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    def generate(
+        self,
+        prompt=None,
+        negative_prompt=None,
+        height: int = 480,
+        width: int = 832,
+        num_frames: int = 81,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        guidance: Union[Guidance, Guider, None] = None,
+        num_videos_per_prompt: int = 1,
+        generator=None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        max_sequence_length: int = 512,
+        batch_guidance: bool = True,
+        extra_conditions: Optional[dict] = None,
+    ):
+        """Shared body of every pipeline's ``__call__`` (see ``TextToVideoPipeline.__call__`` for the arguments)."""
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_inputs(
+            prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+            num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        guidance = as_guidance(guidance, guidance_scale)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        self._current_timestep = None
+        device = self._execution_device
+        need_negative = any(
+            not p.text for g in guidance.guiders if g.enabled() for p in g.passes()
+        )
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, negative_prompt, need_negative, num_videos_per_prompt, prompt_embeds, negative_prompt_embeds,
+            max_sequence_length, device,
+        )
+        conds = Conditions(prompt_embeds, negative_prompt_embeds, dict(extra_conditions or {}))
+        latents = self.prepare_latents(prompt_embeds.shape[0], height, width, num_frames, generator, latents, device)
+        latents = self.denoise(
+            latents, conds, guidance, num_inference_steps, batch_guidance, callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+        )
+        video = self.decode_latents(latents, output_type)
+        self.maybe_free_model_hooks()
+        return VideoPipelineOutput(frames=video) if return_dict else (video,)

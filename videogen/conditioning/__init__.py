@@ -1,0 +1,1 @@
+"""Pure functions that turn user conditions (text, images, camera poses, trajectories) into model inputs."""
