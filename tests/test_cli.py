@@ -55,3 +55,25 @@ def test_console_script_generate_explains_missing_default(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "no pipeline checkpoint" in proc.stderr
+
+
+def test_generate_end_to_end_on_tiny_model(tmp_path, capsys):
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+    from videogen.io import load_video
+
+    _, parts = tiny_pipeline_parts(tmp_path)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "video.mp4"
+    code = main(["generate", "a red circle moving left", "-o", str(out), "--model", str(tmp_path / "pipe"),
+                 "--height", "32", "--width", "48", "--num-frames", "9", "--steps", "2", "--stg-scale", "1.0",
+                 "--stg-blocks", "0,2", "--stg-mode", "attention", "--scheduler", "euler", "--seed", "3"])
+    assert code == 0
+    assert capsys.readouterr().out.strip().endswith("video.mp4")
+    frames = load_video(out)
+    assert frames.shape == (9, 32, 48, 3)
+    assert main(["info", str(tmp_path / "pipe")]) == 0
+    text = capsys.readouterr().out
+    assert "[transformer] VideoDiT" in text and "[vae] CausalVideoVAE" in text and "[scheduler]" in text
+    bad = main(["generate", "x", "-o", str(out), "--model", str(tmp_path / "pipe"), "--num-frames", "8"])
+    assert bad == 2 and "num_frames must be 1 + 4k" in capsys.readouterr().err

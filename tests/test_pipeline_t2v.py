@@ -143,3 +143,55 @@ def test_save_and_load_our_layout(pipes, tmp_path):
     again.set_progress_bar_config(disable=True)
     assert torch.equal(run(again, prompt="a red circle", output_type="latent"),
                        run(ours, prompt="a red circle", output_type="latent"))
+
+
+def test_from_wan_diffusers_directory(pipes, tmp_path):
+    ref, _ = pipes
+    ref.save_pretrained(tmp_path / "wan")
+    loaded = TextToVideoPipeline.from_wan(tmp_path / "wan")
+    loaded.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a red circle moving left", output_type="latent")
+    assert max_abs_diff(run(loaded, **kw), run(ref, **kw)) <= 1e-5
+    with pytest.raises(FileNotFoundError, match="no model_index.json"):
+        TextToVideoPipeline.from_wan(tmp_path / "wan" / "vae")
+
+
+def test_memory_options(pipes):
+    """VAE tiling from the pipeline equals WanPipeline with diffusers' tiling; the full-sequence decode equals the
+    streaming one; bf16 runs close to fp32; CPU offload needs an accelerator and says so."""
+    ref, ours = pipes
+    kw = dict(prompt="a red circle", output_type="np")
+    base = run(ours, **kw)
+    tiles = dict(tile_sample_min_height=16, tile_sample_min_width=32, tile_sample_stride_height=8,
+                 tile_sample_stride_width=16)
+    ours.vae.enable_tiling(**tiles)
+    ref.vae.enable_tiling(**tiles)
+    try:
+        tiled, ref_tiled = run(ours, **kw), run(ref, **kw)
+    finally:
+        ours.vae.disable_tiling()
+        ref.vae.disable_tiling()
+    assert np.abs(tiled - ref_tiled).max() <= 1e-4
+    assert np.abs(tiled - base).max() > 1e-3  # tiling really happened
+    ours.vae.use_streaming = False
+    try:
+        full = run(ours, **kw)
+    finally:
+        ours.vae.use_streaming = True
+    assert np.abs(full - base).max() <= 1e-5
+
+    from videogen.convert.wan import cast_keeping_fp32
+    import copy
+    bf16 = copy.deepcopy(ours)
+    cast_keeping_fp32(bf16.transformer, torch.bfloat16)
+    low = run(bf16, prompt="a red circle", output_type="latent")
+    high = run(ours, prompt="a red circle", output_type="latent")
+    assert low.dtype == torch.float32 and (low - high).abs().max() < 0.1 * high.abs().max()
+
+    if torch.cuda.is_available():
+        offloaded = copy.deepcopy(ours)
+        offloaded.enable_model_cpu_offload()
+        assert max_abs_diff(run(offloaded, **kw), base) < 1e-3
+    else:
+        with pytest.raises(RuntimeError, match="requires accelerator"):
+            copy.deepcopy(ours).enable_model_cpu_offload()

@@ -91,18 +91,80 @@ def cmd_info(args) -> int:
     return 0
 
 
+GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
+                           stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None)
+
+
+def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
+    """A ``TextToVideoPipeline`` from our layout or a diffusers-format Wan2.1 T2V directory."""
+    import torch
+
+    from pipelines import TextToVideoPipeline
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    index = json.loads((model / "model_index.json").read_text())
+    if index.get("_class_name") == "WanPipeline":
+        pipe = TextToVideoPipeline.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
+    else:
+        pipe = TextToVideoPipeline.from_pretrained(model)
+        if dtype != "float32":
+            from videogen.convert.wan import cast_keeping_fp32
+
+            cast_keeping_fp32(pipe.transformer, torch_dtype)
+            pipe.text_encoder.to(torch_dtype)
+    return pipe.to(device)
+
+
+def generation_defaults(model: Path) -> dict:
+    """Defaults for ``generate``: ours, overridden by the checkpoint's ``generation_config.json`` if it has one."""
+    defaults = dict(GENERATION_DEFAULTS)
+    cfg = model / "generation_config.json"
+    if cfg.exists():
+        defaults.update(json.loads(cfg.read_text()))
+    return defaults
+
+
 def cmd_generate(args) -> int:
-    """Generate a video from a prompt (needs a pipeline checkpoint)."""
+    """Generate a video from a prompt with a pipeline checkpoint (default: the embedded one)."""
+    import torch
+
+    from videogen.guidance import CFG, STG, Guidance
+    from videogen.io import save_video
+
     model = Path(args.model) if args.model else DEFAULT_CHECKPOINT
     if not (model / "model_index.json").exists():
         print(
             f"videogen generate: no pipeline checkpoint at {model}.\n"
             "The embedded default model has not been trained yet (it lands with the embedded-default issue);\n"
-            "text-to-video generation lands with the pipeline issue. Pass --model PATH once you have one.",
+            "pass --model PATH with a videogen or diffusers Wan2.1 T2V pipeline directory.",
             file=sys.stderr,
         )
         return 2
-    raise NotImplementedError("text-to-video generation lands with the pipeline issue")
+    d = generation_defaults(model)
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else d[name]  # noqa: E731
+    pipe = load_pipeline(model, args.device, args.dtype)
+    if pick("scheduler"):
+        from pipelines import make_scheduler
+
+        shift = pipe.scheduler.config.get("flow_shift", pipe.scheduler.config.get("shift", 3.0))
+        pipe.scheduler = make_scheduler(pick("scheduler"), flow_shift=shift)
+    guiders = [CFG(pick("guidance_scale"))]
+    if pick("stg_scale") > 0:
+        guiders.append(STG(pick("stg_scale"), blocks=pick("stg_blocks"), mode=pick("stg_mode")))
+    out = pipe(
+        prompt=args.prompt,
+        negative_prompt=pick("negative_prompt"),
+        height=pick("height"),
+        width=pick("width"),
+        num_frames=pick("num_frames"),
+        num_inference_steps=pick("steps"),
+        guidance=Guidance(*guiders),
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        output_type="np",
+    )
+    path = save_video(out.frames[0], args.output, fps=pick("fps"))
+    print(path)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", default="out.mp4")
     gen.add_argument("--model", default=None, help=f"pipeline directory (default: {DEFAULT_CHECKPOINT})")
+    gen.add_argument("--num-frames", dest="num_frames", type=int, help="1 + 4k frames")
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--steps", type=int, help="denoising steps")
+    gen.add_argument("--guidance-scale", dest="guidance_scale", type=float, help="CFG scale (<= 1 disables CFG)")
+    gen.add_argument("--stg-scale", dest="stg_scale", type=float, help="spatiotemporal skip guidance scale (0: off)")
+    gen.add_argument("--stg-blocks", dest="stg_blocks", type=lambda s: [int(v) for v in s.split(",")],
+                     help="comma-separated block indices STG perturbs, e.g. 2 or 1,2")
+    gen.add_argument("--stg-mode", dest="stg_mode", choices=["block", "attention"],
+                     help="block: skip whole blocks (STG-R); attention: self-attention returns V (STG-A)")
+    gen.add_argument("--negative-prompt", dest="negative_prompt")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--fps", type=float)
+    gen.add_argument("--scheduler", choices=["unipc", "euler"], help="default: the checkpoint's own")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="convert Wan2.1 weights (diffusers or original layout) to videogen's format")
