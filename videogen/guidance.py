@@ -110,8 +110,8 @@ class Guider:
     """Base: a scale and a ``[start, stop)`` window as fractions of the schedule."""
 
     scale: float = 1.0
-    start: float = 0.0
-    stop: float = 1.0
+    start: float = field(default=0.0, kw_only=True)
+    stop: float = field(default=1.0, kw_only=True)
 
     def __post_init__(self):
         _check_window(self.start, self.stop)
