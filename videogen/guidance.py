@@ -5,7 +5,7 @@ guider lists the passes it needs and maps the current estimate to a guided one; 
 
     CFG        u + w (c - u)                                       (diffusers / Wan form; active when w > 1)
     CFGZeroStar  a u + w (c - a u), a = <c,u>/|u|^2; zero for the first steps
-    APG        u + ortho + eta * parallel of w-1 scaled (c - u), with norm clamp and momentum
+    APG        c + (w - 1) (ortho + eta * parallel), the parts of (c - u) w.r.t. c; norm clamp, momentum
     MultiCondition  e(0,0) + s_t (e(c,0) - e(0,0)) + s_x (e(c,x) - e(c,0))   (camera motion guidance)
     STG        guided + w (c - perturbed), then rescale k = std(c)/std(guided), k <- r k + (1 - r)
 
