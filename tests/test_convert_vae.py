@@ -192,3 +192,10 @@ def test_config_mapping():
         vae_config_from_diffusers({**TINY, "decoder_base_dim": 16})
     with pytest.raises(ValueError, match=r"unknown AutoencoderKLWan config option\(s\): frobnicate"):
         vae_config_from_diffusers({**TINY, "frobnicate": 1})
+
+
+def test_pipeline_root_with_vae_subfolder(diffusers_dir, tmp_path):
+    ref, path = diffusers_dir
+    ref.save_pretrained(tmp_path / "vae")
+    (tmp_path / "model_index.json").write_text("{}")
+    assert_same_weights(CausalVideoVAE.from_wan(tmp_path), CausalVideoVAE.from_wan(path))
