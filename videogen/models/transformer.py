@@ -68,8 +68,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """AdaLN modulation ``x * (1 + scale) + shift``."""
-    return x * (1 + scale) + shift
+    """AdaLN modulation ``x * (1 + scale) + shift`` (one fused multiply-add pass)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -180,10 +180,10 @@ class DiTBlock(nn.Module):
         h = modulate(layer_norm(x, self.eps), shift, scale)
         if input_modulation is not None:
             h = modulate(h, input_modulation[1], input_modulation[0])
-        x = (x.float() + self.self_attn(h.type_as(x), rope, values_only) * gate).type_as(x)
+        x = torch.addcmul(x.float(), self.self_attn(h.type_as(x), rope, values_only), gate).type_as(x)
         x = x + self.cross_attn(self.norm_cross(x.float()).type_as(x), context, context_img)
         h = modulate(layer_norm(x, self.eps), c_shift, c_scale).type_as(x)
-        return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
+        return torch.addcmul(x.float(), self.ffn(h).float(), c_gate).type_as(x)
 
 
 class ImageEmbedding(nn.Module):
@@ -358,7 +358,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             if per_block is not None and len(per_block) != len(self.blocks):
                 raise ValueError(f"{name} must have one entry per block ({len(self.blocks)}); got {len(per_block)}")
 
-        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
+        # [B, D, f, h, w] -> [B, f*h*w, D]; contiguous, or every residual add below runs on strided memory.
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
         rope = rope_cos_sin(grid, self.config.dim // self.config.num_heads, self.config.rope_theta, x.device)
 
         # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
