@@ -115,9 +115,13 @@ class SelfAttention(nn.Module):
         q = apply_rope(self.norm_q(self.q(x)).view(heads), *rope).transpose(1, 2)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), *rope).transpose(1, 2)
         v = self.v(x).view(heads).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
-        if values_only is not None:
-            out = torch.where(values_only[:, None, None, None], v, out)
+        if values_only is None:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # identity attention map for the flagged samples: their output is V, no attention computed
+            out = v.clone()
+            keep = (~values_only).nonzero().flatten()
+            if keep.numel():
+                out[keep] = F.scaled_dot_product_attention(q[keep], k[keep], v[keep])
         return self.o(out.transpose(1, 2).flatten(2).type_as(x))
 
 
