@@ -201,6 +201,8 @@ def test_save_pretrained_round_trip(tmp_path):
         (dict(ctx=randn(2, 512, 15, seed=0)), "text_dim=16"),
         (dict(t=torch.tensor([1.0, 2.0, 3.0])), "timestep must be [B] or [B, N]"),
         (dict(img=randn(2, 257, 8, seed=0)), "takes no encoder_hidden_states_image"),
+        (dict(x=randn(2, 4, 3, 4, 6, seed=0).long()), "hidden_states must be a floating-point tensor; got dtype torch.int64"),
+        (dict(ctx=torch.zeros(2, 512, 16, device="meta")), "encoder_hidden_states is on meta but the model is on cpu"),
     ],
 )
 def test_bad_inputs_name_the_rule(change, message, tmp_path):
@@ -213,6 +215,14 @@ def test_bad_inputs_name_the_rule(change, message, tmp_path):
     with pytest.raises(ValueError) as err:
         model(args["x"], args["t"], args["ctx"], args["img"])
     assert message in str(err.value)
+
+
+def test_mixed_precision_inputs_are_cast(tmp_path):
+    """fp64 inputs into an fp32 model give the fp32 result (inputs are cast to the weights' dtype)."""
+    _, ours = build_pair(TINY, tmp_path)
+    x, t, ctx, _ = inputs(TINY)
+    with torch.no_grad():
+        assert torch.equal(ours(x.double(), t, ctx.double()).sample, ours(x, t, ctx).sample)
 
 
 def test_i2v_model_requires_image_tokens(tmp_path):

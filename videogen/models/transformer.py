@@ -317,8 +317,14 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if (context_img is None) != (self.img_emb is None):
             need = "requires" if self.img_emb is not None else "takes no"
             raise ValueError(f"this model {need} encoder_hidden_states_image (config image_dim={cfg.image_dim})")
-        if x.device != self.patch_embedding.weight.device:
-            raise ValueError(f"hidden_states is on {x.device} but the model is on {self.patch_embedding.weight.device}")
+        device = self.patch_embedding.weight.device
+        for name, tensor in (("hidden_states", x), ("encoder_hidden_states", context), ("encoder_hidden_states_image", context_img)):
+            if tensor is None:
+                continue
+            if not tensor.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor; got dtype {tensor.dtype}")
+            if tensor.device != device:
+                raise ValueError(f"{name} is on {tensor.device} but the model is on {device}; move one of them")
 
     def forward(
         self,
@@ -358,6 +364,11 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
         self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, num_tokens)
+        # Float inputs of another precision are cast to the weights' (e.g. fp32 latents into a bf16 model).
+        dtype = self.patch_embedding.weight.dtype
+        hidden_states, encoder_hidden_states = hidden_states.to(dtype), encoder_hidden_states.to(dtype)
+        if encoder_hidden_states_image is not None:
+            encoder_hidden_states_image = encoder_hidden_states_image.to(dtype)
         for name, per_block in (("block_residuals", block_residuals), ("block_modulations", block_modulations)):
             if per_block is not None and len(per_block) != len(self.blocks):
                 raise ValueError(f"{name} must have one entry per block ({len(self.blocks)}); got {len(per_block)}")
