@@ -275,7 +275,8 @@ class VideoDiffusionPipeline(DiffusionPipeline):
         video = self.vae.decode(z, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
-    def generate(
+    @torch.no_grad()
+    def __call__(
         self,
         prompt=None,
         negative_prompt=None,
@@ -298,7 +299,25 @@ class VideoDiffusionPipeline(DiffusionPipeline):
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
     ):
-        """Shared body of every pipeline's ``__call__`` (see ``TextToVideoPipeline.__call__`` for the arguments)."""
+        """Generate videos.
+
+        Args (diffusers' names and defaults, as ``WanPipeline``):
+            prompt / negative_prompt: text or lists of text (negative defaults to ``""`` when guidance needs it).
+            height, width: pixels, multiples of VAE factor x patch (16 for Wan); num_frames: 1 + 4k.
+            num_inference_steps: scheduler steps. guidance_scale: CFG scale (used when ``guidance`` is None).
+            guidance: a ``videogen.guidance.Guidance`` (or one ``Guider``), e.g. ``Guidance(CFG(5), STG(1, [2]))``.
+            num_videos_per_prompt, generator, latents: batch and noise control.
+            prompt_embeds / negative_prompt_embeds: precomputed ``[B, L, text_dim]`` text states.
+            output_type: ``"np"`` ``[B,F,H,W,C]`` in [0,1], ``"pt"`` ``[B,F,C,H,W]``, ``"pil"``, ``"latent"`` (5-D).
+            return_dict: return ``VideoPipelineOutput`` (else a 1-tuple).
+            callback_on_step_end(pipe, step, timestep, tensors) -> dict, with ``callback_on_step_end_tensor_inputs``
+                from ``latents``, ``prompt_embeds``, ``negative_prompt_embeds``.
+            max_sequence_length: text tokens (Wan: 512).
+            batch_guidance: stack all passes of a step into one DiT forward (False: one forward per pass).
+            extra_conditions: task pipelines' conditions (``Conditions.extra``), read by their ``pass_inputs``.
+
+        Returns: ``VideoPipelineOutput`` with ``.frames``.
+        """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(

@@ -8,7 +8,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from safetensors.torch import save_file
 
-from _oracle import perturb_parameters, randn
+from _oracle import perturb_parameters
 from test_transformer import TINY, TINY_I2V, inputs
 from videogen.convert.wan import save_diffusers_transformer
 from videogen.models.transformer import VideoDiT

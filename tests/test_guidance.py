@@ -9,7 +9,7 @@ from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer
 
 from _oracle import max_abs_diff, randn
 from videogen.guidance import (
-    APG, CFG, COND, NULL, STG, TEXT_ONLY, UNCOND, CFGZeroStar, Guidance, MultiCondition, Pass, rescale_to_reference,
+    APG, CFG, COND, NULL, STG, TEXT_ONLY, UNCOND, CFGZeroStar, Guidance, MultiCondition, Pass,
 )
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # the guiders warn that they are experimental

@@ -56,7 +56,7 @@ def rescale_to_reference(guided: torch.Tensor, reference: torch.Tensor, factor: 
     (CFG rescale of Lin et al.; STG's rescale with factor 0.7)."""
     if factor == 0:
         return guided
-    k = _per_sample_std(reference) / _per_sample_std(guided)
+    k = _per_sample_std(reference) / _per_sample_std(guided).clamp_min(1e-12)  # an all-zero guess stays zero
     return guided * (factor * k + (1 - factor))
 
 
@@ -141,7 +141,7 @@ class Guider:
 @dataclass
 class CFG(Guider):
     """Classifier-free guidance ``u + w (c - u)``; active for ``w > 1`` as in diffusers. ``rescale`` > 0 applies
-    guidance rescale against the conditional prediction."""
+    guidance rescale against the conditional prediction. CFG-Zero* and APG change only ``guide``."""
 
     scale: float = 5.0
     rescale: float = 0.0
@@ -152,52 +152,41 @@ class CFG(Guider):
     def passes(self):
         return (COND, UNCOND)
 
+    def guide(self, cond: torch.Tensor, uncond: torch.Tensor, step: int) -> torch.Tensor:
+        """The guided prediction from the (current) conditional and the unconditional prediction."""
+        return cfg(cond, uncond, self.scale)
+
     def apply(self, guided, preds, step, num_steps):
-        out = cfg(guided, preds[UNCOND], self.scale)
-        return rescale_to_reference(out, preds[COND], self.rescale)
+        return rescale_to_reference(self.guide(guided, preds[UNCOND], step), preds[COND], self.rescale)
 
 
 @dataclass
-class CFGZeroStar(Guider):
+class CFGZeroStar(CFG):
     """CFG-Zero*: optimised unconditional scale, and a zero prediction for the first ``zero_init_steps``."""
 
-    scale: float = 5.0
     zero_init_steps: int = 1
 
-    def enabled(self) -> bool:
-        return self.scale > 1.0
-
-    def passes(self):
-        return (COND, UNCOND)
-
-    def apply(self, guided, preds, step, num_steps):
+    def guide(self, cond, uncond, step):
         if step < self.zero_init_steps:
-            return torch.zeros_like(guided)
-        return cfg_zero_star(guided, preds[UNCOND], self.scale)
+            return torch.zeros_like(cond)
+        return cfg_zero_star(cond, uncond, self.scale)
 
 
 @dataclass
-class APG(Guider):
+class APG(CFG):
     """Adaptive projected guidance with optional momentum (negative momentum as in the paper) and norm clamp."""
 
-    scale: float = 5.0
     eta: float = 1.0
     norm_threshold: float = 0.0
     momentum: float = 0.0
     _buffer: Optional[torch.Tensor] = field(default=None, repr=False)
 
-    def enabled(self) -> bool:
-        return self.scale > 1.0
-
-    def passes(self):
-        return (COND, UNCOND)
-
-    def apply(self, guided, preds, step, num_steps):
-        diff = guided - preds[UNCOND]
+    def guide(self, cond, uncond, step):
+        diff = cond - uncond
         if self.momentum != 0:
             self._buffer = diff if self._buffer is None else diff + self.momentum * self._buffer
             diff = self._buffer
-        return apg(guided, preds[UNCOND], self.scale, self.eta, self.norm_threshold, momentum=diff)
+        return apg(cond, uncond, self.scale, self.eta, self.norm_threshold, momentum=diff)
 
     def reset(self):
         self._buffer = None

@@ -96,8 +96,8 @@ def block_mask(batch_size: int, num_layers: int, samples: Sequence[int], blocks:
 # ----------------------------------------------------------------------------------------------
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with q/k RMSNorm across heads and 3D RoPE; optionally returns V (STG-A)."""
+class Attention(nn.Module):
+    """Shared parts of Wan's attentions: q/k/v/o projections with bias and q/k RMSNorm across all heads."""
 
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
@@ -109,12 +109,23 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D] -> [B, L, heads, D/heads]``."""
+        return t.view(t.shape[0], t.shape[1], self.num_heads, -1)
+
+    def merge_heads(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``[B, heads, L, D/heads]`` attention output -> output projection ``[B, L, D]``."""
+        return self.o(t.transpose(1, 2).flatten(2).type_as(like))
+
+
+class SelfAttention(Attention):
+    """Multi-head self-attention with 3D RoPE on q and k; optionally returns V (STG-A)."""
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], values_only: Optional[torch.Tensor] = None):
         """``x [B, N, D]``; ``values_only [B]`` bool: those samples get identity attention (output = V)."""
-        heads = (x.shape[0], x.shape[1], self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).view(heads), *rope).transpose(1, 2)
-        k = apply_rope(self.norm_k(self.k(x)).view(heads), *rope).transpose(1, 2)
-        v = self.v(x).view(heads).transpose(1, 2)
+        q = apply_rope(self.split_heads(self.norm_q(self.q(x))), *rope).transpose(1, 2)
+        k = apply_rope(self.split_heads(self.norm_k(self.k(x))), *rope).transpose(1, 2)
+        v = self.split_heads(self.v(x)).transpose(1, 2)
         if values_only is None:
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # identity attention map for the flagged samples: their output is V, no attention computed
@@ -122,37 +133,28 @@ class SelfAttention(nn.Module):
             keep = (~values_only).nonzero().flatten()
             if keep.numel():
                 out[keep] = F.scaled_dot_product_attention(q[keep], k[keep], v[keep])
-        return self.o(out.transpose(1, 2).flatten(2).type_as(x))
+        return self.merge_heads(out, x)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Attention):
     """Attention from video tokens to text tokens, plus (I2V) a separate attention to image tokens."""
 
     def __init__(self, dim: int, num_heads: int, eps: float, image_tokens: bool = False):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        super().__init__(dim, num_heads, eps)
         if image_tokens:
             self.k_img = nn.Linear(dim, dim)
             self.v_img = nn.Linear(dim, dim)
             self.norm_k_img = nn.RMSNorm(dim, eps=eps)
 
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(t.shape[0], t.shape[1], self.num_heads, -1).transpose(1, 2)
-
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_img: Optional[torch.Tensor] = None):
         """``x [B, N, D]`` attends to ``context [B, L, D]`` (and ``context_img [B, L_img, D]`` when given)."""
-        q = self._heads(self.norm_q(self.q(x)))
-        out = F.scaled_dot_product_attention(q, self._heads(self.norm_k(self.k(context))), self._heads(self.v(context)))
+        heads = lambda t: self.split_heads(t).transpose(1, 2)  # noqa: E731
+        q = heads(self.norm_q(self.q(x)))
+        out = F.scaled_dot_product_attention(q, heads(self.norm_k(self.k(context))), heads(self.v(context)))
         if context_img is not None:
-            k_img = self._heads(self.norm_k_img(self.k_img(context_img)))
-            out = out + F.scaled_dot_product_attention(q, k_img, self._heads(self.v_img(context_img)))
-        return self.o(out.transpose(1, 2).flatten(2).type_as(x))
+            k_img = heads(self.norm_k_img(self.k_img(context_img)))
+            out = out + F.scaled_dot_product_attention(q, k_img, heads(self.v_img(context_img)))
+        return self.merge_heads(out, x)
 
 
 class DiTBlock(nn.Module):
