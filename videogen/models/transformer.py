@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
@@ -232,7 +233,7 @@ class VideoDiTOutput(BaseOutput):
     sample: torch.Tensor
 
 
-class VideoDiT(ModelMixin, ConfigMixin):
+class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Spatiotemporal DiT with text cross-attention (Wan2.1 architecture at any size).
 
     Args:

@@ -280,9 +280,10 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ decode
 
     def decode(
-        self, z: torch.Tensor, streaming: Optional[bool] = None, return_dict: bool = True
+        self, z: torch.Tensor, streaming: Optional[bool] = None, return_dict: bool = True, clamp: bool = True
     ) -> DecoderOutput | tuple[torch.Tensor]:
-        """Decode raw latents ``z`` [B,z_dim,T,h,w] into video [B,3,1+4(T-1),8h,8w], clamped to [-1,1].
+        """Decode raw latents ``z`` [B,z_dim,T,h,w] into video [B,3,1+4(T-1),8h,8w], clamped to [-1,1] (as Wan
+        does; ``clamp=False`` keeps the raw output, which training needs for gradients at the range ends).
 
         The streaming path (default, ``self.use_streaming``) decodes one latent frame at a time into a
         preallocated output, so its working memory does not grow with T; ``streaming=False`` runs one pass.
@@ -297,7 +298,8 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
             video = self._tiled_decode(z, streaming)
         else:
             video = self._decode(z, streaming)
-        video = video.clamp_(-1.0, 1.0)
+        if clamp:
+            video = video.clamp(-1.0, 1.0)
         return DecoderOutput(sample=video) if return_dict else (video,)
 
     def _decode(self, z: torch.Tensor, streaming: bool) -> torch.Tensor:

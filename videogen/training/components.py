@@ -1,0 +1,86 @@
+"""Building the models a training run needs: from a pretrained pipeline directory or from configs, including a
+word-level tokenizer trained on the dataset's captions and a T5 encoder built from a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 512, max_length: int = 64):
+    """A word-level tokenizer trained with ``tokenizers`` on ``captions`` (T5-style specials: pad=0, eos=1,
+    unk=2, ``</s>`` appended), wrapped as a transformers ``PreTrainedTokenizerFast`` so it saves/loads there."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"])
+    tok.train_from_iterator(list(captions), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=max_length)
+
+
+def build_text_encoder(config: dict, vocab_size: int):
+    """A transformers ``T5EncoderModel`` from config kwargs (e.g. ``d_model``, ``num_layers``, ``num_heads``)."""
+    from transformers import T5Config, T5EncoderModel
+
+    kwargs = {"d_kv": config.get("d_model", 64) // config.get("num_heads", 4), **config, "vocab_size": vocab_size}
+    return T5EncoderModel(T5Config(**kwargs))
+
+
+def load_pretrained_pipeline(path: str | Path):
+    """The components of a pipeline directory (ours, or a diffusers-format Wan2.1 T2V one)."""
+    from pipelines import TextToVideoPipeline
+
+    path = Path(path)
+    index = json.loads((path / "model_index.json").read_text())
+    if index.get("_class_name") == "WanPipeline":
+        return TextToVideoPipeline.from_wan(path)
+    return TextToVideoPipeline.from_pretrained(path)
+
+
+def build_vae(spec):
+    """A ``CausalVideoVAE`` from a path (any layout ``from_wan`` reads) or from constructor kwargs."""
+    from videogen.models import CausalVideoVAE
+
+    if isinstance(spec, (str, Path)):
+        return CausalVideoVAE.from_wan(spec)
+    return CausalVideoVAE(**(spec or {}))
+
+
+def build_components(cfg: dict, captions: Optional[Iterable[str]] = None) -> dict:
+    """``tokenizer``, ``text_encoder``, ``transformer``, ``vae``, ``scheduler`` for a run, from
+    ``model.pretrained`` or from the per-component configs (the tokenizer is trained on ``captions``)."""
+    from pipelines import make_scheduler
+    from videogen.models import VideoDiT
+
+    m = cfg["model"]
+    if m["pretrained"]:
+        pipe = load_pretrained_pipeline(m["pretrained"])
+        parts = dict(pipe.components)
+        if m.get("vae") is not None:
+            parts["vae"] = build_vae(m["vae"])
+        return parts
+    vae = build_vae(m["vae"])
+    if m["text_encoder"] is None:
+        raise ValueError("model.text_encoder (T5 config kwargs) is needed when model.pretrained is not set")
+    tokenizer = train_tokenizer(captions or [], m["tokenizer"].get("vocab_size", 512),
+                                cfg["data"]["max_sequence_length"])
+    text_encoder = build_text_encoder(m["text_encoder"], len(tokenizer))
+    transformer = None
+    if cfg["task"] == "dit":
+        if m["transformer"] is None:
+            raise ValueError("model.transformer (VideoDiT kwargs) is needed when model.pretrained is not set")
+        z = vae.config.z_dim
+        kwargs = {"in_channels": z, "out_channels": z, "text_dim": text_encoder.config.d_model, **m["transformer"]}
+        torch.manual_seed(cfg["seed"])
+        transformer = VideoDiT(**kwargs)
+    sched = m["scheduler"] or {}
+    scheduler = make_scheduler(sched.get("name", "unipc"), flow_shift=sched.get("flow_shift", 3.0))
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)

@@ -1,0 +1,116 @@
+"""Training configuration: one YAML file plus ``key.sub=value`` overrides, resolved into plain dicts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "task": "dit",  # dit | vae
+    "seed": 0,
+    "output_dir": "runs/default",
+    "model": {
+        "pretrained": None,  # a pipeline directory (ours or diffusers Wan2.1) to start from
+        "transformer": None,  # VideoDiT kwargs when the DiT starts from scratch
+        "vae": None,  # a VAE directory / Wan2.1_VAE.pth, or CausalVideoVAE kwargs
+        "text_encoder": None,  # transformers T5 encoder config kwargs when it starts from scratch
+        "tokenizer": {"vocab_size": 512},  # trained on the dataset captions when not pretrained
+        "scheduler": {"name": "unipc", "flow_shift": 3.0},
+    },
+    "data": {
+        "root": None,
+        "num_frames": 17,
+        "height": 64,
+        "width": 64,
+        "fps": None,
+        "batch_size": 4,  # global batch (split over processes)
+        "num_workers": 0,
+        "crop": "center",
+        "max_sequence_length": 64,
+    },
+    "train": {
+        "max_steps": 1000,
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant",  # any diffusers.optimization.get_scheduler name
+        "lr_warmup_steps": 0,
+        "weight_decay": 0.0,
+        "adam_betas": [0.9, 0.999],
+        "gradient_accumulation_steps": 1,
+        "mixed_precision": "no",  # no | bf16 | fp16
+        "gradient_checkpointing": False,
+        "max_grad_norm": 1.0,
+        "ema_decay": None,
+        "caption_dropout": 0.1,
+        "logit_mean": 0.0,
+        "logit_std": 1.0,
+        "flow_shift": 1.0,
+        "train_text_encoder": False,
+        "kl_weight": 1e-6,
+        "fsdp": False,
+    },
+    "lora": {"rank": 0, "alpha": None, "dropout": 0.0,
+             "target_modules": ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+                                "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"]},
+    "checkpoint": {"every": 500, "keep_last": 3},
+    "validation": {"every": 0, "prompts": [], "seeds": [0], "num_inference_steps": 20, "guidance_scale": 5.0,
+                   "fps": 8},
+    "log": {"every": 10, "tensorboard": True},
+}
+
+
+# Sub-dicts that hold a component's own keyword arguments: taken as given, not checked against DEFAULTS.
+FREE_FORM = {("model", "transformer"), ("model", "vae"), ("model", "text_encoder"), ("model", "tokenizer"),
+             ("model", "scheduler")}
+
+
+def _free(keys: Sequence[str]) -> bool:
+    return any(tuple(keys[: i + 1]) in FREE_FORM for i in range(len(keys)))
+
+
+def _merge(base: dict, update: dict, path: tuple = ()) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if key not in out and not _free(path + (key,)):
+            raise ValueError(f"unknown config key {'.'.join(path + (key,))!r}; known keys here: {', '.join(sorted(out))}")
+        if isinstance(out.get(key), dict) and isinstance(value, dict) and not _free(path + (key,)):
+            out[key] = _merge(out[key], value, path + (key,))
+        else:
+            out[key] = value
+    return out
+
+
+def apply_override(cfg: dict, override: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (numbers, lists, null...)."""
+    if "=" not in override:
+        raise ValueError(f"override {override!r} must look like key.sub=value")
+    dotted, raw = override.split("=", 1)
+    keys = dotted.split(".")
+    node = cfg
+    for i, key in enumerate(keys[:-1]):
+        if node.get(key) is None and _free(keys[: i + 1]):
+            node[key] = {}
+        if not isinstance(node.get(key), dict):
+            raise ValueError(f"unknown config key {'.'.join(keys[: i + 1])!r} in override {override!r}")
+        node = node[key]
+    if keys[-1] not in node and not _free(keys):
+        raise ValueError(f"unknown config key {dotted!r}; known keys here: {', '.join(sorted(node))}")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+    """Defaults, updated by the YAML file at ``path``, then by the ``key=value`` overrides; unknown keys raise."""
+    user = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        user = yaml.safe_load(path.read_text()) or {}
+    cfg = _merge(DEFAULTS, user)
+    for override in overrides:
+        apply_override(cfg, override)
+    if cfg["task"] not in ("dit", "vae"):
+        raise ValueError(f"task must be 'dit' or 'vae'; got {cfg['task']!r}")
+    return cfg

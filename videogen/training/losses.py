@@ -1,0 +1,33 @@
+"""Training objectives as small pure functions: rectified-flow sampling and loss, VAE reconstruction + KL."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_sigmas(n: int, generator: torch.Generator, logit_mean: float = 0.0, logit_std: float = 1.0,
+                  shift: float = 1.0) -> torch.Tensor:
+    """Noise levels in (0, 1): logit-normal ``sigmoid(N(mean, std))``, then the flow shift
+    ``s*sigma / (1 + (s-1)*sigma)`` (SD3 / Wan), which moves mass to high noise for ``s > 1``."""
+    sigma = torch.sigmoid(logit_mean + logit_std * torch.randn(n, generator=generator))
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def flow_interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectified-flow pair: ``x_sigma = (1 - sigma) x0 + sigma noise`` and its velocity target ``noise - x0``
+    (the model output diffusers' flow-matching schedulers integrate)."""
+    s = sigma.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+    return (1 - s) * x0 + s * noise, noise - x0
+
+
+def flow_matching_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between predicted and target velocity, in fp32."""
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def vae_loss(reconstruction: torch.Tensor, video: torch.Tensor, posterior, kl_weight: float) -> tuple[torch.Tensor, dict]:
+    """L1 reconstruction + ``kl_weight`` x KL(posterior || N(0, I)) averaged per element; returns (loss, parts)."""
+    recon = F.l1_loss(reconstruction.float(), video.float())
+    kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
+    return recon + kl_weight * kl, {"recon": recon.detach(), "kl": kl.detach()}

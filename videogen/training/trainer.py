@@ -1,0 +1,366 @@
+"""The training loop (accelerate): DiT flow matching (full or LoRA) and VAE reconstruction, with EMA, atomic
+checkpoints, exact resume, signal-safe stops, validation videos, tensorboard and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from videogen.conditioning.text import encode_prompts
+from videogen.training.components import build_components
+from videogen.training.losses import flow_interpolate, flow_matching_loss, sample_sigmas, vae_loss
+
+CHECKPOINT_PREFIX = "step-"
+
+
+class TrainState:
+    """Counters that make a resume exact: optimizer steps done, epoch, and batches consumed in that epoch."""
+
+    def __init__(self):
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+
+
+class VAEReconstruction(torch.nn.Module):
+    """Wraps the VAE so one forward (the one DDP/FSDP see) returns the reconstruction and the posterior."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator):
+        posterior = self.vae.encode(video, streaming=False).latent_dist
+        z = posterior.sample(generator=generator)
+        return self.vae.decode(z, streaming=False, clamp=False).sample, posterior
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``output_dir/checkpoints``, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.exists():
+        return []
+    return sorted((p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and p.is_dir()),
+                  key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, else the resident-set high-water mark."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """One training run, configured by a resolved config dict (see ``videogen.training.config``)."""
+
+    def __init__(self, cfg: dict):
+        from videogen.data.buckets import BucketBatchSampler, collate_videos
+        from videogen.data.video_dataset import VideoFolderDataset
+
+        self.cfg = cfg
+        t, d = cfg["train"], cfg["data"]
+        self.output_dir = Path(cfg["output_dir"])
+        fsdp = None
+        if t["fsdp"]:
+            from accelerate import FullyShardedDataParallelPlugin
+
+            fsdp = FullyShardedDataParallelPlugin()
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=t["gradient_accumulation_steps"],
+            mixed_precision=t["mixed_precision"],
+            split_batches=True,  # data.batch_size is the global batch, identical for any process count
+            log_with="tensorboard" if cfg["log"]["tensorboard"] else None,
+            project_dir=str(self.output_dir),
+            fsdp_plugin=fsdp,
+        )
+        set_seed(cfg["seed"])
+        if d["root"] is None:
+            raise ValueError("data.root is not set: point it at a video folder or a `videogen synth` output")
+        self.dataset = VideoFolderDataset(d["root"], num_frames=d["num_frames"], size=(d["height"], d["width"]),
+                                          fps=d["fps"], crop=d["crop"], seed=cfg["seed"])
+        self.dataset.scan()
+        parts = build_components(cfg, captions=self.dataset.captions())
+        self.parts = parts
+        self.tokenizer, self.text_encoder, self.vae = parts["tokenizer"], parts["text_encoder"], parts["vae"]
+        self.lora_config = None
+        if cfg["task"] == "dit":
+            self.model = parts["transformer"]
+            self.vae.requires_grad_(False).eval()
+            self.text_encoder.requires_grad_(bool(t["train_text_encoder"]))
+            if cfg["lora"]["rank"] > 0:
+                from videogen.training.lora import add_lora
+
+                lc = cfg["lora"]
+                self.lora_config = add_lora(self.model, lc["rank"], lc["alpha"], lc["target_modules"], lc["dropout"])
+            trained = [self.model] + ([self.text_encoder] if t["train_text_encoder"] else [])
+        else:
+            self.model = VAEReconstruction(self.vae)
+            trained = [self.model]
+        if t["gradient_checkpointing"]:
+            (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
+        params = [p for m in trained for p in m.parameters() if p.requires_grad]
+        self.num_trainable = sum(p.numel() for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=t["learning_rate"], betas=tuple(t["adam_betas"]),
+                                           weight_decay=t["weight_decay"])
+        from diffusers.optimization import get_scheduler
+
+        self.lr_scheduler = get_scheduler(t["lr_scheduler"], self.optimizer, num_warmup_steps=t["lr_warmup_steps"],
+                                          num_training_steps=t["max_steps"])
+        self.sampler = BucketBatchSampler(self.dataset, d["batch_size"], shuffle=True, seed=cfg["seed"], drop_last=True)
+        loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_videos,
+                            num_workers=d["num_workers"])
+        prepared = self.accelerator.prepare(self.model, self.optimizer, loader, self.lr_scheduler,
+                                            *([self.text_encoder] if t["train_text_encoder"] else []))
+        self.model, self.optimizer, self.loader, self.lr_scheduler = prepared[:4]
+        if t["train_text_encoder"]:
+            self.text_encoder = prepared[4]
+        device = self.accelerator.device
+        self.vae.to(device)
+        self.text_encoder.to(device)
+        self.ema = None
+        if t["ema_decay"]:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=t["ema_decay"])
+            self.ema.to(device)
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.state = TrainState()
+        self.accelerator.register_for_checkpointing(self.state)
+        self._stop_signal = None
+
+    # ------------------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """Resolved config, dataset summary and parameter counts (what ``--dry-run`` prints)."""
+        lines = ["# resolved config", yaml.safe_dump(self.cfg, sort_keys=False).rstrip(), "", "# dataset"]
+        lines.append(json.dumps(self.dataset.summary(), indent=2, default=str))
+        lines.append("\n# parameters")
+        for name in ("transformer", "vae", "text_encoder"):
+            module = self.parts.get(name)
+            if module is not None:
+                total = sum(p.numel() for p in module.parameters())
+                lines.append(f"{name:13s} {total:>12,d} total")
+        lines.append(f"{'trainable':13s} {self.num_trainable:>12,d}")
+        return "\n".join(lines)
+
+    def _batch_randomness(self, global_batch: int) -> torch.Generator:
+        """A generator for this micro-batch's noise, timesteps and caption dropout, seeded by the run seed and
+        the number of batches consumed: a resumed run draws exactly what an uninterrupted one would."""
+        micro = self.state.step * self.cfg["train"]["gradient_accumulation_steps"] + self._accum_index
+        return torch.Generator().manual_seed(self.cfg["seed"] * 1_000_003 + micro)
+
+    def _local(self, tensor: torch.Tensor, local: int) -> torch.Tensor:
+        start = self.accelerator.process_index * local
+        return tensor[start: start + local]
+
+    def dit_loss(self, batch: dict) -> torch.Tensor:
+        """Flow-matching loss on a batch of videos (VAE and text encoding inside, frozen unless configured)."""
+        t, d = self.cfg["train"], self.cfg["data"]
+        device = self.accelerator.device
+        video = batch["video"].to(device)
+        local = video.shape[0]
+        global_batch = local * self.accelerator.num_processes
+        gen = self._batch_randomness(global_batch)
+        with torch.no_grad():
+            latents = self.vae.normalize_latents(self.vae.encode(video, streaming=False).latent_dist.mode()).float()
+        drop = self._local(torch.rand(global_batch, generator=gen) < t["caption_dropout"], local)
+        sigma = self._local(sample_sigmas(global_batch, gen, t["logit_mean"], t["logit_std"], t["flow_shift"]), local)
+        noise = self._local(torch.randn((global_batch, *latents.shape[1:]), generator=gen), local).to(device)
+        captions = ["" if dropped else c for dropped, c in zip(drop.tolist(), batch["caption"])]
+        with torch.set_grad_enabled(bool(t["train_text_encoder"])):
+            text = encode_prompts(self.tokenizer, self.text_encoder, captions, d["max_sequence_length"], device)
+        x_t, target = flow_interpolate(latents, noise, sigma.to(device))
+        pred = self.model(x_t, (sigma * 1000).to(device), text).sample
+        return flow_matching_loss(pred, target)
+
+    def vae_loss(self, batch: dict) -> torch.Tensor:
+        """Reconstruction + KL loss on a batch of videos."""
+        video = batch["video"].to(self.accelerator.device)
+        gen = self._batch_randomness(video.shape[0])
+        gen = torch.Generator().manual_seed(gen.initial_seed() + self.accelerator.process_index)
+        recon, posterior = self.model(video, gen)
+        loss, _ = vae_loss(recon, video, posterior, self.cfg["train"]["kl_weight"])
+        return loss
+
+    # ------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write the full training state to ``checkpoints/step-N`` atomically (temp dir, then rename), keep the
+        last ``checkpoint.keep_last``."""
+        root = self.output_dir / "checkpoints"
+        final = root / f"{CHECKPOINT_PREFIX}{self.state.step:08d}"
+        tmp = root / f".tmp-{CHECKPOINT_PREFIX}{self.state.step:08d}"
+        acc = self.accelerator
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "train_state.json").write_text(json.dumps(self.state.state_dict()))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in list_checkpoints(self.output_dir)[: -self.cfg["checkpoint"]["keep_last"]]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, resume: str) -> Optional[Path]:
+        """Restore model, optimizer, lr schedule, EMA, RNG states and counters from ``latest`` or a path."""
+        if resume == "latest":
+            found = list_checkpoints(self.output_dir)
+            if not found:
+                self.accelerator.print(f"--resume latest: no checkpoint in {self.output_dir / 'checkpoints'}; starting fresh")
+                return None
+            path = found[-1]
+        else:
+            path = Path(resume)
+            if not path.exists():
+                raise FileNotFoundError(f"checkpoint to resume from does not exist: {path}")
+        self.accelerator.load_state(str(path))
+        return path
+
+    def validate(self) -> list[Path]:
+        """Generate the validation prompts (fixed seeds) with the current (EMA) weights; save mp4s."""
+        from pipelines import TextToVideoPipeline
+        from videogen.io import save_video
+
+        v, d = self.cfg["validation"], self.cfg["data"]
+        if self.cfg["task"] != "dit" or not v["prompts"]:
+            return []
+        model = self.accelerator.unwrap_model(self.model)
+        if self.ema is not None:
+            self.ema.store(model.parameters())
+            self.ema.copy_to(model.parameters())
+        pipe = TextToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+                                   transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
+        pipe.set_progress_bar_config(disable=True)
+        out_dir = self.output_dir / "validation" / f"{CHECKPOINT_PREFIX}{self.state.step:08d}"
+        written = []
+        try:
+            model.eval()
+            for i, prompt in enumerate(v["prompts"]):
+                for seed in v["seeds"]:
+                    frames = pipe(prompt, height=d["height"], width=d["width"], num_frames=d["num_frames"],
+                                  num_inference_steps=v["num_inference_steps"], guidance_scale=v["guidance_scale"],
+                                  max_sequence_length=d["max_sequence_length"],
+                                  generator=torch.Generator().manual_seed(seed)).frames[0]
+                    written.append(Path(save_video(frames, out_dir / f"prompt{i:02d}-seed{seed}.mp4", fps=v["fps"])))
+        finally:
+            model.train()
+            if self.ema is not None:
+                self.ema.restore(model.parameters())
+        return written
+
+    def save_final(self) -> Path:
+        """Write the trained result: the pipeline (DiT task; EMA weights if any), the LoRA adapter alone, or the VAE."""
+        final = self.output_dir / "final"
+        model = self.accelerator.unwrap_model(self.model)
+        if self.ema is not None:
+            self.ema.copy_to(model.parameters())
+        if self.cfg["task"] == "vae":
+            model.vae.save_pretrained(final / "vae")
+        elif self.lora_config is not None:
+            from videogen.training.lora import save_lora
+
+            save_lora(model, self.lora_config, final / "lora")
+        else:
+            from pipelines import TextToVideoPipeline
+
+            TextToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+                                transformer=model, vae=self.vae, scheduler=self.parts["scheduler"]).save_pretrained(final)
+        return final
+
+    # ------------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def train(self, resume: Optional[str] = None) -> dict:
+        """Run until ``train.max_steps`` (or a SIGINT/SIGTERM, which saves a checkpoint first); returns a summary."""
+        cfg, acc = self.cfg, self.accelerator
+        if resume:
+            self.load_checkpoint(resume)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if cfg["log"]["tensorboard"]:
+            acc.init_trackers("train", config={"task": cfg["task"], "seed": cfg["seed"]})
+        self.model.train()
+        max_steps = cfg["train"]["max_steps"]
+        bar = tqdm(total=max_steps, initial=self.state.step, disable=not acc.is_local_main_process, desc="train")
+        log_path = self.output_dir / "log.jsonl"
+        losses, self._accum_index = [], 0
+        try:
+            while self.state.step < max_steps and self._stop_signal is None:
+                self.sampler.set_epoch(self.state.epoch)
+                loader = acc.skip_first_batches(self.loader, self.state.batch_in_epoch) if self.state.batch_in_epoch else self.loader
+                for batch in loader:
+                    with acc.accumulate(self.model):
+                        loss = self.dit_loss(batch) if cfg["task"] == "dit" else self.vae_loss(batch)
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg["train"]["max_grad_norm"]:
+                            acc.clip_grad_norm_(self.model.parameters(), cfg["train"]["max_grad_norm"])
+                        self.optimizer.step()
+                        self.lr_scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    self.state.batch_in_epoch += 1
+                    losses.append(acc.reduce(loss.detach(), reduction="mean").item())
+                    self._accum_index += 1
+                    if not acc.sync_gradients:
+                        continue
+                    self._accum_index = 0
+                    self.state.step += 1
+                    if self.ema is not None:
+                        self.ema.step(p for p in acc.unwrap_model(self.model).parameters() if p.requires_grad)
+                    record = {"step": self.state.step, "loss": sum(losses) / len(losses),
+                              "lr": self.lr_scheduler.get_last_lr()[0], "peak_mem_mb": round(peak_memory_mb(), 1)}
+                    losses = []
+                    if acc.is_main_process:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                    if self.state.step % cfg["log"]["every"] == 0 or self.state.step == 1:
+                        acc.log({"loss": record["loss"], "lr": record["lr"]}, step=self.state.step)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                    mem=f"{record['peak_mem_mb']:.0f}MB")
+                    bar.update(1)
+                    every = cfg["checkpoint"]["every"]
+                    if every and self.state.step % every == 0:
+                        self.save_checkpoint()
+                    val_every = cfg["validation"]["every"]
+                    if val_every and self.state.step % val_every == 0 and acc.is_main_process:
+                        self.validate()
+                    if self.state.step >= max_steps or self._stop_signal is not None:
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+            if self._stop_signal is not None:
+                path = self.save_checkpoint()
+                acc.print(f"stopped by signal {self._stop_signal}: checkpoint saved to {path}")
+            else:
+                self.save_final()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if cfg["log"]["tensorboard"]:
+                acc.end_training()
+        return {"step": self.state.step, "stopped_by_signal": self._stop_signal, "skipped": self.dataset.summary()}
