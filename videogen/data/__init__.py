@@ -1,0 +1,1 @@
+"""Video data: datasets, caches and the synthetic shapes world."""
