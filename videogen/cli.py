@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "shapes-t2v"
@@ -167,6 +168,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train (DiT flow matching, LoRA, or VAE) from a YAML config plus key=value overrides."""
+    from videogen.training.config import load_config
+    from videogen.training.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg)
+    if args.dry_run:
+        if trainer.accelerator.is_main_process:
+            print(trainer.describe())
+        return 0
+    summary = trainer.train(resume=args.resume)
+    if trainer.accelerator.is_main_process:
+        skipped = summary["skipped"].get("skipped", 0)
+        print(f"trained to step {summary['step']}" + (f"; {skipped} unreadable data file(s) skipped" if skipped else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `videogen` command."""
     parser = argparse.ArgumentParser(prog="videogen", description="Latent video diffusion toolkit.")
@@ -202,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output layout: videogen's own (default) or diffusers keys (transformer only)")
     conv.set_defaults(func=cmd_convert)
 
+    train = sub.add_parser("train", help="train a DiT (full or LoRA) or a VAE from a YAML config")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=100")
+    train.add_argument("--resume", default=None, help="'latest' or a checkpoint directory")
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config, dataset summary and "
+                       "parameter counts, then exit")
+    train.set_defaults(func=cmd_train)
+
+    from videogen.data import cache as data_cache, synthetic
+
+    synthetic.add_cli(sub)
+    data_cache.add_cli(sub)
+
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")
     info.add_argument("path")
     info.set_defaults(func=cmd_info)
@@ -211,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of the `videogen` console script."""
     args = build_parser().parse_args(argv)
+    # One line per warning (a skipped data file, say), without Python's source-line echo.
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:

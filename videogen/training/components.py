@@ -68,6 +68,8 @@ def build_components(cfg: dict, captions: Optional[Iterable[str]] = None) -> dic
             parts["vae"] = build_vae(m["vae"])
         return parts
     vae = build_vae(m["vae"])
+    if cfg["task"] == "vae":  # the VAE trains alone
+        return dict(tokenizer=None, text_encoder=None, transformer=None, vae=vae, scheduler=None)
     if m["text_encoder"] is None:
         raise ValueError("model.text_encoder (T5 config kwargs) is needed when model.pretrained is not set")
     tokenizer = train_tokenizer(captions or [], m["tokenizer"].get("vocab_size", 512),

@@ -79,6 +79,7 @@ class Trainer:
         self.cfg = cfg
         t, d = cfg["train"], cfg["data"]
         self.output_dir = Path(cfg["output_dir"])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         fsdp = None
         if t["fsdp"]:
             from accelerate import FullyShardedDataParallelPlugin
@@ -106,6 +107,7 @@ class Trainer:
             self.model = parts["transformer"]
             self.vae.requires_grad_(False).eval()
             self.text_encoder.requires_grad_(bool(t["train_text_encoder"]))
+            self.text_encoder.train(bool(t["train_text_encoder"]))  # frozen: eval mode, no dropout
             if cfg["lora"]["rank"] > 0:
                 from videogen.training.lora import add_lora
 
@@ -134,8 +136,9 @@ class Trainer:
         if t["train_text_encoder"]:
             self.text_encoder = prepared[4]
         device = self.accelerator.device
-        self.vae.to(device)
-        self.text_encoder.to(device)
+        for frozen in (self.vae, self.text_encoder):
+            if frozen is not None:
+                frozen.to(device)
         self.ema = None
         if t["ema_decay"]:
             from diffusers.training_utils import EMAModel
@@ -164,9 +167,13 @@ class Trainer:
 
     def _batch_randomness(self, global_batch: int) -> torch.Generator:
         """A generator for this micro-batch's noise, timesteps and caption dropout, seeded by the run seed and
-        the number of batches consumed: a resumed run draws exactly what an uninterrupted one would."""
+        the number of batches consumed: a resumed run draws exactly what an uninterrupted one would. The global
+        RNG (dropout) is reseeded from it too, so nothing else that consumed random numbers in between (a new
+        DataLoader iteration does) can make the two runs differ."""
         micro = self.state.step * self.cfg["train"]["gradient_accumulation_steps"] + self._accum_index
-        return torch.Generator().manual_seed(self.cfg["seed"] * 1_000_003 + micro)
+        seed = self.cfg["seed"] * 1_000_003 + micro
+        torch.manual_seed(seed + 7919 * (1 + self.accelerator.process_index))
+        return torch.Generator().manual_seed(seed)
 
     def _local(self, tensor: torch.Tensor, local: int) -> torch.Tensor:
         start = self.accelerator.process_index * local
@@ -292,6 +299,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
 
+    def _epoch_loader(self):
+        """The data loader for the current epoch, positioned after the batches already consumed in it.
+
+        accelerate's prepared loader re-applies its own pass counter to the sampler when iterated, so the epoch is
+        set on the loader too; a skipping loader does not forward it, so the sampler gets it directly as well."""
+        epoch = self.state.epoch
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        self.loader.set_epoch(epoch)
+        if not self.state.batch_in_epoch:
+            return self.loader
+        loader = self.accelerator.skip_first_batches(self.loader, self.state.batch_in_epoch)
+        loader.set_epoch(epoch)
+        return loader
+
     def _on_signal(self, signum, frame):
         self._stop_signal = signum
 
@@ -310,8 +332,7 @@ class Trainer:
         losses, self._accum_index = [], 0
         try:
             while self.state.step < max_steps and self._stop_signal is None:
-                self.sampler.set_epoch(self.state.epoch)
-                loader = acc.skip_first_batches(self.loader, self.state.batch_in_epoch) if self.state.batch_in_epoch else self.loader
+                loader = self._epoch_loader()
                 for batch in loader:
                     with acc.accumulate(self.model):
                         loss = self.dit_loss(batch) if cfg["task"] == "dit" else self.vae_loss(batch)

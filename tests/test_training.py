@@ -1,0 +1,219 @@
+"""The training stack end to end on tiny models: dry run, exact resume after SIGKILL, bad data, LoRA, VAE, 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from videogen.io import save_video
+
+TINY_CONFIG = {
+    "task": "dit",
+    "seed": 0,
+    "model": {
+        "vae": {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 1,
+                "temporal_downsample": [False, True, True], "latents_mean": [0.0] * 4, "latents_std": [1.0] * 4},
+        "text_encoder": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32},
+        "transformer": {"num_heads": 2, "dim": 24, "ffn_dim": 32, "num_layers": 2, "freq_dim": 32},
+        "tokenizer": {"vocab_size": 64},
+    },
+    "data": {"num_frames": 5, "height": 32, "width": 32, "batch_size": 2, "max_sequence_length": 16},
+    "train": {"max_steps": 6, "learning_rate": 1e-3, "ema_decay": 0.9, "caption_dropout": 0.2},
+    "checkpoint": {"every": 2, "keep_last": 2},
+    "log": {"every": 1, "tensorboard": False},
+}
+COLORS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 230), "yellow": (230, 230, 30)}
+
+
+def make_clips(root: Path, count: int = 4, frames: int = 9, size: int = 32) -> Path:
+    """Real mp4 clips of a moving colored square with same-name captions."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = list(COLORS)
+    for i in range(count):
+        color = names[i % len(names)]
+        video = np.zeros((frames, size, size, 3), dtype=np.uint8)
+        for f in range(frames):
+            x = 2 + f * 2 if i % 2 == 0 else size - 10 - f * 2
+            video[f, 12:20, x:x + 8] = COLORS[color]
+        save_video(video, root / f"clip{i}.mp4", fps=8)
+        direction = "right" if i % 2 == 0 else "left"
+        (root / f"clip{i}.txt").write_text(f"a {color} square moving {direction}")
+    return root
+
+
+def write_config(tmp_path: Path, **sections) -> Path:
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args, env=None, timeout=300):
+    """The console command in a fresh process (what users and `accelerate launch` run)."""
+    return subprocess.run([sys.executable, "-m", "videogen.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def final_tensors(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_clips(tmp_path_factory.mktemp("clips"))
+
+
+def test_dry_run(tmp_path, data):
+    config = write_config(tmp_path, data={"root": str(data)})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "# resolved config" in proc.stdout and "max_steps: 6" in proc.stdout
+    assert "# parameters" in proc.stdout and "transformer" in proc.stdout and "trainable" in proc.stdout
+    assert '"usable": 4' in proc.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_config_key_is_refused(tmp_path, data):
+    config = write_config(tmp_path, data={"root": str(data)})
+    proc = run_cli("train", "--config", str(config), "train.max_stepz=3", "--dry-run")
+    assert proc.returncode == 2 and "unknown config key 'train.max_stepz'" in proc.stderr
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data):
+    config = write_config(tmp_path, data={"root": str(data), "num_frames": 9, "height": 64, "width": 64})
+    ref_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    ref = run_cli("train", "--config", str(config), f"output_dir={ref_dir}", "train.max_steps=8")
+    assert ref.returncode == 0, ref.stderr
+
+    # Same run with a far-away max_steps (constant LR, so the schedule does not depend on it), killed hard as
+    # soon as the step-4 checkpoint is complete.
+    proc = subprocess.Popen([sys.executable, "-m", "videogen.cli", "train", "--config", str(config),
+                             f"output_dir={killed_dir}", "train.max_steps=1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed_dir / "checkpoints" / "step-00000004"
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.name.split("-")[1]) for p in (killed_dir / "checkpoints").glob("step-*"))
+    assert steps and 4 <= steps[-1] < 8, steps
+    assert not (killed_dir / "final").exists()
+
+    resumed = run_cli("train", "--config", str(config), f"output_dir={killed_dir}", "train.max_steps=8",
+                      "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = final_tensors(ref_dir), final_tensors(killed_dir)
+    assert a.keys() == b.keys()
+    mismatched = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not mismatched, mismatched[:5]
+    # The resumed run continued the loss curve instead of restarting it.
+    log = [json.loads(line) for line in (killed_dir / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 8
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path, data):
+    config = write_config(tmp_path, data={"root": str(data), "num_frames": 9, "height": 64, "width": 64},
+                          checkpoint={"every": 1000, "keep_last": 2})
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "videogen.cli", "train", "--config", str(config),
+                             f"output_dir={run_dir}", "train.max_steps=1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 240
+    while (not log.exists() or len(log.read_text().splitlines()) < 2) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by signal" in out
+    saved = list((run_dir / "checkpoints").glob("step-*"))
+    assert len(saved) == 1 and (saved[0] / "train_state.json").exists()
+
+
+def test_corrupt_files_are_skipped_and_reported(tmp_path):
+    root = make_clips(tmp_path / "clips", count=2)
+    good = (root / "clip0.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "truncated.txt").write_text("a red square moving right")
+    (root / "garbage.mp4").write_bytes(os.urandom(2000))
+    (root / "garbage.txt").write_text("a blue square moving left")
+    config = write_config(tmp_path, data={"root": str(root)}, train={"max_steps": 2})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 unreadable data file(s) skipped" in proc.stdout
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2  # one line per bad file
+    assert sum("truncated.mp4" in w for w in warnings) == 1 and sum("garbage.mp4" in w for w in warnings) == 1
+
+
+def test_lora_saves_only_the_adapter_and_reloads(tmp_path, data):
+    from videogen.models import VideoDiT
+    from videogen.training.config import load_config
+    from videogen.training.lora import load_lora
+    from videogen.training.trainer import Trainer
+
+    config = write_config(tmp_path, data={"root": str(data)}, lora={"rank": 4}, train={"max_steps": 3})
+    cfg = load_config(config, [f"output_dir={tmp_path / 'run'}", "train.ema_decay=null"])
+    trainer = Trainer(cfg)
+    trainer.train()
+    saved = load_file(str(tmp_path / "run" / "final" / "lora" / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    assert any(t.abs().sum() > 0 for k, t in saved.items() if "lora_B" in k)  # the adapter really trained
+
+    kwargs = {"in_channels": 4, "out_channels": 4, "text_dim": 16, **TINY_CONFIG["model"]["transformer"]}
+    torch.manual_seed(0)
+    fresh = load_lora(VideoDiT(**kwargs), tmp_path / "run" / "final" / "lora").eval()
+    torch.manual_seed(0)
+    base = VideoDiT(**kwargs).eval()
+    x, t, ctx = torch.randn(1, 4, 2, 4, 4), torch.tensor([500.0]), torch.randn(1, 16, 16)
+    with torch.no_grad():
+        expected, got, plain = trained(x, t, ctx).sample, fresh(x, t, ctx).sample, base(x, t, ctx).sample
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (got - plain).abs().max() > 1e-4
+
+
+def test_vae_training_reduces_reconstruction_loss(tmp_path, data):
+    from videogen.models import CausalVideoVAE
+
+    config = write_config(tmp_path, task="vae", data={"root": str(data)},
+                          train={"max_steps": 12, "learning_rate": 2e-3, "ema_decay": None})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    log = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 12 and np.mean(log[-3:]) < 0.8 * np.mean(log[:3])
+    vae = CausalVideoVAE.from_pretrained(tmp_path / "run" / "final" / "vae")
+    assert vae.config.base_dim == 8
+
+
+def test_two_processes_match_one(tmp_path, data):
+    config = write_config(tmp_path, data={"root": str(data)}, train={"max_steps": 4, "ema_decay": None})
+    one = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "videogen.cli", "train",
+         "--config", str(config), f"output_dir={tmp_path / 'two'}"],
+        capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    loss = lambda d: [json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    l1, l2 = loss("one"), loss("two")
+    assert len(l1) == len(l2) == 4
+    assert np.allclose(l1, l2, rtol=1e-4, atol=1e-6), (l1, l2)
+    a, b = final_tensors(tmp_path / "one"), final_tensors(tmp_path / "two")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
