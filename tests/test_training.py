@@ -217,3 +217,42 @@ def test_two_processes_match_one(tmp_path, data):
     assert np.allclose(l1, l2, rtol=1e-4, atol=1e-6), (l1, l2)
     a, b = final_tensors(tmp_path / "one"), final_tensors(tmp_path / "two")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_training_from_the_cache_equals_training_from_videos(tmp_path):
+    """`videogen cache` output trains exactly like the videos it was built from (same latents, same text states)."""
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+
+    clips = make_clips(tmp_path / "clips", count=1)
+    _, parts = tiny_pipeline_parts(tmp_path)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    cached = run_cli("cache", "--data", str(clips), "--model", str(tmp_path / "pipe"), "--out", str(tmp_path / "cache"),
+                     "--num-frames", "5", "--height", "32", "--width", "32", "--max-sequence-length", "16")
+    assert cached.returncode == 0, cached.stderr
+    common = ["model.pretrained=" + str(tmp_path / "pipe"), "model.vae=null", "data.batch_size=1", "train.max_steps=3",
+              "train.caption_dropout=0.5", "train.ema_decay=null"]
+    config = write_config(tmp_path, data={"root": str(clips)})
+    from_videos = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'videos'}", *common)
+    from_cache = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'cached'}",
+                         f"data.cache={tmp_path / 'cache'}", *common)
+    assert from_videos.returncode == 0 and from_cache.returncode == 0, from_cache.stderr[-2000:]
+    loss = lambda d: [json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert np.allclose(loss("videos"), loss("cached"), rtol=1e-5), (loss("videos"), loss("cached"))
+
+
+def test_validation_videos_and_tensorboard(tmp_path, data):
+    from videogen.io import load_video
+
+    config = write_config(tmp_path, data={"root": str(data)},
+                          train={"max_steps": 2},
+                          validation={"every": 2, "prompts": ["a red square moving right"], "seeds": [0, 1],
+                                      "num_inference_steps": 2},
+                          log={"every": 1, "tensorboard": True})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    videos = sorted((tmp_path / "run" / "validation" / "step-00000002").glob("*.mp4"))
+    assert [v.name for v in videos] == ["prompt00-seed0.mp4", "prompt00-seed1.mp4"]
+    assert load_video(videos[0]).shape == (5, 32, 32, 3)
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*")), "tensorboard wrote no event file"
+    assert (tmp_path / "run" / "final" / "model_index.json").exists()

@@ -4,6 +4,7 @@ word-level tokenizer trained on the dataset's captions and a T5 encoder built fr
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -64,7 +65,10 @@ def build_components(cfg: dict, captions: Optional[Iterable[str]] = None) -> dic
     if m["pretrained"]:
         pipe = load_pretrained_pipeline(m["pretrained"])
         parts = dict(pipe.components)
-        if m.get("vae") is not None:
+        ignored = [k for k in ("transformer", "text_encoder") if m.get(k)]
+        if ignored:
+            warnings.warn(f"model.pretrained is set, so model.{' and model.'.join(ignored)} config is ignored")
+        if m.get("vae") is not None:  # swap in another VAE (a path, or kwargs for a fresh one)
             parts["vae"] = build_vae(m["vae"])
         return parts
     vae = build_vae(m["vae"])

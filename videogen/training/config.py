@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "crop": "center",
         "max_sequence_length": 64,
+        "cache": None,  # a `videogen cache` folder: train on its latents + text states (needs model.pretrained)
     },
     "train": {
         "max_steps": 1000,

@@ -94,11 +94,20 @@ class Trainer:
             fsdp_plugin=fsdp,
         )
         set_seed(cfg["seed"])
-        if d["root"] is None:
+        if d["cache"]:
+            from videogen.data.cache import CachedDataset
+
+            if cfg["task"] != "dit" or not cfg["model"]["pretrained"] or t["train_text_encoder"]:
+                raise ValueError("data.cache needs task=dit, model.pretrained (the pipeline the cache was built with) "
+                                 "and a frozen text encoder")
+            self.dataset = CachedDataset(d["cache"])
+        elif d["root"] is None:
             raise ValueError("data.root is not set: point it at a video folder or a `videogen synth` output")
-        self.dataset = VideoFolderDataset(d["root"], num_frames=d["num_frames"], size=(d["height"], d["width"]),
-                                          fps=d["fps"], crop=d["crop"], seed=cfg["seed"])
-        self.dataset.scan()
+        else:
+            self.dataset = VideoFolderDataset(d["root"], num_frames=d["num_frames"], size=(d["height"], d["width"]),
+                                              fps=d["fps"], crop=d["crop"], seed=cfg["seed"],
+                                              warn=self.accelerator.is_main_process)
+            self.dataset.scan()
         parts = build_components(cfg, captions=self.dataset.captions())
         self.parts = parts
         self.tokenizer, self.text_encoder, self.vae = parts["tokenizer"], parts["text_encoder"], parts["vae"]
@@ -155,7 +164,8 @@ class Trainer:
     def describe(self) -> str:
         """Resolved config, dataset summary and parameter counts (what ``--dry-run`` prints)."""
         lines = ["# resolved config", yaml.safe_dump(self.cfg, sort_keys=False).rstrip(), "", "# dataset"]
-        lines.append(json.dumps(self.dataset.summary(), indent=2, default=str))
+        summary = self.dataset.summary() if hasattr(self.dataset, "summary") else {"cached_samples": len(self.dataset)}
+        lines.append(json.dumps(summary, indent=2, default=str))
         lines.append("\n# parameters")
         for name in ("transformer", "vae", "text_encoder"):
             module = self.parts.get(name)
@@ -183,21 +193,37 @@ class Trainer:
         """Flow-matching loss on a batch of videos (VAE and text encoding inside, frozen unless configured)."""
         t, d = self.cfg["train"], self.cfg["data"]
         device = self.accelerator.device
-        video = batch["video"].to(device)
-        local = video.shape[0]
+        cached = "latents" in batch
+        local = (batch["latents"] if cached else batch["video"]).shape[0]
         global_batch = local * self.accelerator.num_processes
         gen = self._batch_randomness(global_batch)
-        with torch.no_grad():
-            latents = self.vae.normalize_latents(self.vae.encode(video, streaming=False).latent_dist.mode()).float()
+        if cached:  # `videogen cache` output: normalised latents and text states, computed once
+            latents = batch["latents"].to(device).float()
+        else:
+            with torch.no_grad():
+                video = batch["video"].to(device)
+                latents = self.vae.normalize_latents(self.vae.encode(video, streaming=False).latent_dist.mode()).float()
         drop = self._local(torch.rand(global_batch, generator=gen) < t["caption_dropout"], local)
         sigma = self._local(sample_sigmas(global_batch, gen, t["logit_mean"], t["logit_std"], t["flow_shift"]), local)
         noise = self._local(torch.randn((global_batch, *latents.shape[1:]), generator=gen), local).to(device)
-        captions = ["" if dropped else c for dropped, c in zip(drop.tolist(), batch["caption"])]
-        with torch.set_grad_enabled(bool(t["train_text_encoder"])):
-            text = encode_prompts(self.tokenizer, self.text_encoder, captions, d["max_sequence_length"], device)
+        if cached:
+            text = batch["prompt_embeds"].to(device)
+            if drop.any():
+                empty = self._empty_prompt_embeds(text.shape[1])
+                text = torch.where(drop.to(device)[:, None, None], empty.to(text.dtype), text)
+        else:
+            captions = ["" if dropped else c for dropped, c in zip(drop.tolist(), batch["caption"])]
+            with torch.set_grad_enabled(bool(t["train_text_encoder"])):
+                text = encode_prompts(self.tokenizer, self.text_encoder, captions, d["max_sequence_length"], device)
         x_t, target = flow_interpolate(latents, noise, sigma.to(device))
         pred = self.model(x_t, (sigma * 1000).to(device), text).sample
         return flow_matching_loss(pred, target)
+
+    def _empty_prompt_embeds(self, length: int) -> torch.Tensor:
+        """Text states of the empty caption (what caption dropout trains), encoded once."""
+        if getattr(self, "_empty", None) is None or self._empty.shape[1] != length:
+            self._empty = encode_prompts(self.tokenizer, self.text_encoder, [""], length, self.accelerator.device)
+        return self._empty
 
     def vae_loss(self, batch: dict) -> torch.Tensor:
         """Reconstruction + KL loss on a batch of videos."""
@@ -306,7 +332,8 @@ class Trainer:
         set on the loader too; a skipping loader does not forward it, so the sampler gets it directly as well."""
         epoch = self.state.epoch
         self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
         self.loader.set_epoch(epoch)
         if not self.state.batch_in_epoch:
             return self.loader
@@ -384,4 +411,5 @@ class Trainer:
                 signal.signal(s, handler)
             if cfg["log"]["tensorboard"]:
                 acc.end_training()
-        return {"step": self.state.step, "stopped_by_signal": self._stop_signal, "skipped": self.dataset.summary()}
+        summary = self.dataset.summary() if hasattr(self.dataset, "summary") else {"total": len(self.dataset)}
+        return {"step": self.state.step, "stopped_by_signal": self._stop_signal, "skipped": summary}
