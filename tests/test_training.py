@@ -256,3 +256,34 @@ def test_validation_videos_and_tensorboard(tmp_path, data):
     assert load_video(videos[0]).shape == (5, 32, 32, 3)
     assert list((tmp_path / "run").rglob("events.out.tfevents.*")), "tensorboard wrote no event file"
     assert (tmp_path / "run" / "final" / "model_index.json").exists()
+
+
+def test_training_options_and_text_encoder_training(tmp_path, data):
+    """Gradient accumulation, checkpointing, a warmup+cosine schedule, bf16 autocast and a trained text encoder
+    in one run: the schedule is followed, only the last checkpoints are kept, and the saved pipeline (with its
+    trained tokenizer and T5 encoder in the transformers format) reloads and differs from the initial encoder."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    config = write_config(tmp_path, data={"root": str(data)},
+                          train={"max_steps": 4, "gradient_accumulation_steps": 2, "gradient_checkpointing": True,
+                                 "lr_scheduler": "cosine", "lr_warmup_steps": 2, "mixed_precision": "bf16",
+                                 "train_text_encoder": True, "learning_rate": 1e-2},
+                          checkpoint={"every": 1, "keep_last": 2})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    lrs = [r["lr"] for r in log]
+    assert lrs[0] == pytest.approx(0.005) and lrs[1] == pytest.approx(0.01) and lrs[2] < lrs[1] and lrs[3] == pytest.approx(0)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+    final = tmp_path / "run" / "final"
+    tokenizer = AutoTokenizer.from_pretrained(final / "tokenizer")
+    assert tokenizer("a red square moving right").input_ids[-1] == tokenizer.eos_token_id
+    encoder = T5EncoderModel.from_pretrained(final / "text_encoder")
+    assert encoder.config.d_model == 16
+    # The same run with a frozen encoder saves the initial encoder: training must have moved it.
+    frozen = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'frozen'}", "train.max_steps=1",
+                     "train.train_text_encoder=false", "checkpoint.every=0")
+    assert frozen.returncode == 0, frozen.stderr[-3000:]
+    initial = T5EncoderModel.from_pretrained(tmp_path / "frozen" / "final" / "text_encoder")
+    assert (encoder.shared.weight - initial.shared.weight).abs().max() > 1e-4

@@ -14,7 +14,6 @@ def clean_prompt(text: str) -> str:
     return prompt_clean(text)
 
 
-@torch.no_grad()
 def encode_prompts(
     tokenizer,
     text_encoder,
@@ -26,7 +25,8 @@ def encode_prompts(
     """Encode prompts to ``[len(prompts), max_sequence_length, hidden]`` with any transformers encoder.
 
     Tokens are padded/truncated to ``max_sequence_length``; the encoder sees the attention mask; the states of
-    padding positions are then set to exactly zero, which is what Wan's DiT was trained with.
+    padding positions are then set to exactly zero, which is what Wan's DiT was trained with. Gradients flow
+    when enabled (training the text encoder); pipelines call it under ``torch.no_grad``.
     """
     tokens = tokenizer(
         [clean_prompt(p) for p in prompts],
