@@ -77,3 +77,22 @@ def test_generate_end_to_end_on_tiny_model(tmp_path, capsys):
     assert "[transformer] VideoDiT" in text and "[vae] CausalVideoVAE" in text and "[scheduler]" in text
     bad = main(["generate", "x", "-o", str(out), "--model", str(tmp_path / "pipe"), "--num-frames", "8"])
     assert bad == 2 and "num_frames must be 1 + 4k" in capsys.readouterr().err
+
+
+def test_synth_then_train_dry_run_reads_it(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    assert main(["synth", "--out", str(tmp_path / "world"), "--num", "3", "--seed", "1", "--frames", "9"]) == 0
+    lines = (tmp_path / "world" / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all({"video", "caption", "metadata"} <= json.loads(line).keys() for line in lines)
+    capsys.readouterr()
+    from test_training import TINY_CONFIG
+
+    cfg = {**TINY_CONFIG, "data": {**TINY_CONFIG["data"], "root": str(tmp_path / "world"), "num_frames": 9,
+                                   "height": 64, "width": 64}, "output_dir": str(tmp_path / "run")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"usable": 3' in out and "num_frames: 9" in out
