@@ -219,9 +219,9 @@ def save_video(frames, path, fps: float = 16, quality: float | None = None, form
     if kind == "mp4":
         crf = _crf_from_quality(DEFAULT_QUALITY if quality is None else quality)
         _check_even_size(array.shape[1], array.shape[2])
-        _write_file_atomically(target, lambda tmp: _write_mp4(array, tmp, fps, crf))
+        write_atomically(target, lambda tmp: _write_mp4(array, tmp, fps, crf))
     elif kind == "gif":
-        _write_file_atomically(target, lambda tmp: _write_gif(array, tmp, fps))
+        write_atomically(target, lambda tmp: _write_gif(array, tmp, fps))
     else:
         _write_png_folder(array, target)
     return str(target)
@@ -270,7 +270,7 @@ def _check_even_size(height: int, width: int) -> None:
         )
 
 
-def _write_file_atomically(target: Path, write) -> None:
+def write_atomically(target: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``target``, then rename it onto ``target``."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)

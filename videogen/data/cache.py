@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+
+from videogen.io import write_atomically
 
 FORMAT = "videogen-cache-v1"
 INDEX_NAME = "index.jsonl"
@@ -112,19 +112,6 @@ def read_index(cache_dir) -> list[dict]:
     return entries
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 @torch.no_grad()
 def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int = 1, max_sequence_length: int = 512,
                 device="cpu", model_id: str | None = None, progress: bool = True) -> dict:
@@ -165,7 +152,7 @@ def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int 
                         metadata=json.dumps(sample["metadata"]), max_sequence_length=str(max_sequence_length),
                         params=json.dumps(params, default=str))
             tensors = {"latents": lat.contiguous(), "prompt_embeds": emb[:n].contiguous()}
-            _write_atomically(out / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
+            write_atomically(out / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
             entry = dict(key=key, file=f"{key}.safetensors", path=sample["path"], caption=sample["caption"],
                          latents_shape=list(lat.shape))
             index_file.write(json.dumps(entry) + "\n")
@@ -201,7 +188,7 @@ def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int 
     finally:
         index_file.close()
     lines = "".join(json.dumps(done[i]) + "\n" for i in sorted(done))
-    _write_atomically(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    write_atomically(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
     summary = dataset.summary()
     return dict(total=len(dataset), written=written, reused=reused, skipped=summary["skipped"],
                 skipped_files=summary["skipped_files"], out_dir=str(out))
