@@ -175,7 +175,7 @@ class Trainer:
         lines.append(f"{'trainable':13s} {self.num_trainable:>12,d}")
         return "\n".join(lines)
 
-    def _batch_randomness(self, global_batch: int) -> torch.Generator:
+    def _batch_randomness(self) -> torch.Generator:
         """A generator for this micro-batch's noise, timesteps and caption dropout, seeded by the run seed and
         the number of batches consumed: a resumed run draws exactly what an uninterrupted one would. The global
         RNG (dropout) is reseeded from it too, so nothing else that consumed random numbers in between (a new
@@ -196,7 +196,7 @@ class Trainer:
         cached = "latents" in batch
         local = (batch["latents"] if cached else batch["video"]).shape[0]
         global_batch = local * self.accelerator.num_processes
-        gen = self._batch_randomness(global_batch)
+        gen = self._batch_randomness()
         if cached:  # `videogen cache` output: normalised latents and text states, computed once
             latents = batch["latents"].to(device).float()
         else:
@@ -228,7 +228,7 @@ class Trainer:
     def vae_loss(self, batch: dict) -> torch.Tensor:
         """Reconstruction + KL loss on a batch of videos."""
         video = batch["video"].to(self.accelerator.device)
-        gen = self._batch_randomness(video.shape[0])
+        gen = self._batch_randomness()
         gen = torch.Generator().manual_seed(gen.initial_seed() + self.accelerator.process_index)
         recon, posterior = self.model(video, gen)
         loss, _ = vae_loss(recon, video, posterior, self.cfg["train"]["kl_weight"])
