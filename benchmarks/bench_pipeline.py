@@ -16,6 +16,7 @@ from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _tiny import tiny_text_encoder, tiny_tokenizer  # noqa: E402  (locally built tokenizer + UMT5 encoder)
+from bench_dit import timed  # noqa: E402  (same folder)
 
 from pipelines import Conditions, TextToVideoPipeline, make_scheduler  # noqa: E402
 from videogen.guidance import CFG, STG, Guidance  # noqa: E402
@@ -23,13 +24,8 @@ from videogen.models import CausalVideoVAE, VideoDiT  # noqa: E402
 
 
 def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall time of ``repeats`` calls after a warm-up (see ``bench_dit.timed``)."""
+    return statistics.median(timed(fn, repeats))
 
 
 def build(dim, layers, heads, ffn, vae_dim, text_dim=16):
