@@ -1,0 +1,198 @@
+"""Shapes-world evaluation: metrics are ~100% on rendered ground truth, low on deliberately wrong clips; `videogen eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from videogen.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip, sample_clip_spec
+from videogen.evaluation.evaluate import (
+    add_cli, default_prompts, ground_truth_clips, holdout_prompts, prompt_for, score_clips, spec_for_prompt,
+)
+from videogen.evaluation.metrics import diversity, label_components, measure_clip, parse_prompt, score_clip, summarize
+from videogen.io import load_video, save_video
+
+BACKGROUND_WORDS = ("gray", "black", "white", "checkered", "striped", "mottled gray")
+FRAMES, SIZE = 9, 64
+
+
+def _prompts():
+    """Every colour x shape x motion once, the background cycling through solid colours and textures."""
+    combos = [(c, s, m) for c in COLORS for s in SHAPES for m in MOTIONS]
+    return [prompt_for(c, s, m, BACKGROUND_WORDS[i % len(BACKGROUND_WORDS)]) for i, (c, s, m) in enumerate(combos)]
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """(prompts, clips) of rendered ground truth, one seed per prompt."""
+    prompts = _prompts()
+    return prompts, ground_truth_clips(prompts, [0], FRAMES, SIZE, SIZE)
+
+
+def _accuracies(prompts, clips):
+    summary = summarize(score_clips(prompts, [0], clips))
+    return {k: summary[f"{k}_accuracy"] for k in ("color", "shape", "count", "motion")}
+
+
+def test_prompt_sets():
+    prompts = default_prompts()
+    assert len(prompts) == len(set(prompts)) == 90
+    parsed = {(p["color"], p["shape"], p["motion"]) for p in map(parse_prompt, prompts)}
+    assert parsed == {(c, s, m) for c in COLORS for s in SHAPES for m in MOTIONS}
+    held = [(p["color"], p["shape"], p["motion"]) for p in map(parse_prompt, holdout_prompts())]
+    assert ("red", "circle", "left") in held and ("cyan", "triangle", "curve") in held and len(held) == 6
+
+
+def test_parse_prompt_recovers_every_caption_template():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        spec = sample_clip_spec(rng, frames=5)
+        caption = caption_for(spec, rng)
+        p = parse_prompt(caption)
+        first = spec.objects[0]
+        assert (p["color"], p["shape"], p["motion"], p["speed"]) == (first.color, first.shape, first.motion, first.speed), caption
+        assert p["count"] == len(spec.objects), caption
+        assert [(o["color"], o["shape"], o["motion"]) for o in p["objects"]] == \
+            [(o.color, o.shape, o.motion) for o in spec.objects], caption
+        if "background" in caption:
+            assert p["background"] == dict(kind=spec.background.kind, name=spec.background.name), caption
+    assert parse_prompt("red circle slides left")["motion"] == "left"
+    assert parse_prompt("a blue square staying still")["motion"] == "still"
+    assert parse_prompt("two green triangles moving up")["count"] == 2
+    assert parse_prompt("a red circle staying still on a gray background while the camera pans left")["motion"] == "still"
+
+
+def test_label_components_matches_a_flood_fill():
+    rng = np.random.default_rng(1)
+    mask = rng.random((24, 24)) < 0.5
+    labels = label_components(mask)
+    assert (labels[~mask] == -1).all()
+    # same label <=> 4-connected: neighbours on the mask share labels, and labels are 0..n-1
+    assert (labels[:, 1:][mask[:, 1:] & mask[:, :-1]] == labels[:, :-1][mask[:, 1:] & mask[:, :-1]]).all()
+    assert (labels[1:][mask[1:] & mask[:-1]] == labels[:-1][mask[1:] & mask[:-1]]).all()
+    n = labels.max() + 1
+    assert set(np.unique(labels[mask])) == set(range(n))
+    spiral = np.zeros((9, 9), bool)
+    spiral[1, 1:8] = spiral[1:8, 7] = spiral[7, 1:8] = spiral[3:8, 1] = spiral[3, 1:6] = spiral[3:6, 5] = True
+    assert label_components(spiral).max() == 0
+    two = np.zeros((5, 5), bool)
+    two[1, 1] = two[2, 2] = True  # diagonal only: not 4-connected
+    assert label_components(two).max() == 1
+
+
+def test_metrics_are_perfect_on_ground_truth(truth):
+    prompts, clips = truth
+    assert _accuracies(prompts, clips) == dict(color=100.0, shape=100.0, count=100.0, motion=100.0)
+    records = score_clips(prompts, [0], clips)
+    summary = summarize(records)
+    assert summary["area_drift"] < 0.01 and summary["color_drift"] < 1e-6
+    for r in records:  # exactly one object found in every frame
+        assert r["objects_per_frame"] == [1] * FRAMES
+
+
+def test_metrics_survive_an_mp4_round_trip(truth, tmp_path):
+    prompts, clips = truth
+    decoded = []
+    for i, clip in enumerate(clips):
+        decoded.append(load_video(save_video(clip, tmp_path / f"{i}.mp4", fps=8)))
+    accuracies = _accuracies(prompts, decoded)
+    assert accuracies == dict(color=100.0, shape=100.0, count=100.0, motion=100.0), accuracies
+    summary = summarize(score_clips(prompts, [0], decoded))
+    assert summary["area_drift"] < 0.03 and summary["color_drift"] < 0.02
+
+
+def test_displacement_matches_the_rendered_trajectory():
+    spec = spec_for_prompt("a red circle moving to the right on a gray background", seed=3, frames=9)
+    clip, meta = render_clip(spec)
+    track = np.array(meta["objects"][0]["trajectory"])
+    dx, dy = measure_clip(clip)["displacement"]
+    assert dx == pytest.approx((track[-1, 0] - track[0, 0]) / 64, abs=0.005) and abs(dy) < 0.005
+    assert dx == pytest.approx(0.35, abs=0.01)  # "normal" speed crosses 35% of the frame
+
+
+def test_recoloured_clips_fail_color(truth):
+    prompts, clips = truth
+    swapped = [c[..., [1, 2, 0]] for c in clips]  # red->blue, green->red, blue->green, yellow->magenta, ...
+    accuracies = _accuracies(prompts, swapped)
+    assert accuracies["color"] == 0.0
+    assert accuracies["shape"] == accuracies["count"] == accuracies["motion"] == 100.0  # only colour is wrong
+
+
+def test_reversed_clips_fail_motion(truth):
+    prompts, clips = truth
+    moving = [(p, c[::-1]) for p, c in zip(prompts, clips) if parse_prompt(p)["motion"] != "still"]
+    assert len(moving) == 72
+    accuracies = _accuracies([p for p, _ in moving], [c for _, c in moving])
+    assert accuracies["motion"] == 0.0 and accuracies["color"] == 100.0
+
+
+def test_wrong_shape_and_extra_object_fail(truth):
+    prompts, _ = truth
+    sample = prompts[::5]
+    other = {"circle": "square", "square": "triangle", "triangle": "circle"}
+    wrong_shape, two_objects = [], []
+    for p in sample:
+        q = parse_prompt(p)
+        wrong = p.replace(q["shape"], other[q["shape"]])
+        wrong_shape.append(render_clip(spec_for_prompt(wrong, 0, FRAMES, SIZE, SIZE))[0])
+        extra = "green" if q["color"] != "green" else "red"
+        # a small circle (area 104 px) is smaller than any medium object (triangle 118 px), so the prompt's object
+        # stays the dominant one; a small square (133 px) would outgrow a medium triangle and win the colour vote
+        both = p.replace(" on a ", f" and a small {extra} circle staying still on a ")
+        two_objects.append(render_clip(spec_for_prompt(both, 0, FRAMES, SIZE, SIZE))[0])
+    bad_shape, bad_count = _accuracies(sample, wrong_shape), _accuracies(sample, two_objects)
+    assert bad_shape["shape"] == 0.0 and bad_shape["color"] == 100.0
+    assert bad_count["count"] == 0.0 and bad_count["color"] == 100.0
+
+
+def test_empty_clip_scores_nothing():
+    blank = np.full((5, 32, 32, 3), 128, np.uint8)
+    r = score_clip(blank, "a red circle moving up on a gray background")
+    assert r["dominant_color"] is None and r["count"] == 0
+    assert r["color_ok"] is False and r["shape_ok"] is False and r["count_ok"] is False and r["motion_ok"] is False
+
+
+def test_diversity(truth):
+    _, clips = truth
+    assert diversity([clips[0], clips[0].copy(), clips[0]]) == 0.0
+    prompt = default_prompts()[0]
+    seeds = ground_truth_clips([prompt], [0, 1, 2], FRAMES, SIZE, SIZE)
+    assert 0.0 < diversity(seeds) <= 1.0
+    assert diversity([np.zeros((2, 4, 4, 3), np.uint8), np.full((2, 4, 4, 3), 255, np.uint8)]) == 1.0
+    assert diversity([clips[0]]) == 0.0
+
+
+def test_videogen_eval_end_to_end(tmp_path, capsys):
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+
+    _, parts = tiny_pipeline_parts(tmp_path)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    (tmp_path / "prompts.txt").write_text("a red circle moving to the left on a gray background\n\n"
+                                          "# a comment\na blue square staying still on a black background\n")
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    out = tmp_path / "eval"
+    args = parser.parse_args(["eval", "--model", str(tmp_path / "pipe"), "--prompts", str(tmp_path / "prompts.txt"),
+                              "--seeds", "1", "--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5",
+                              "--out", str(out), "--no-progress", "--stg-scale", "1"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "model/ceiling" in text and "color accuracy (%)" in text
+    color_row = next(line for line in text.splitlines() if line.startswith("color accuracy"))
+    assert color_row.split()[4] == "100.0"  # the ceiling column
+    result = json.loads((out / "eval.json").read_text())
+    ceiling = result["summary"]["ceiling"]
+    assert all(ceiling[f"{k}_accuracy"] == 100.0 for k in ("color", "shape", "count", "motion"))
+    assert len(result["records"]["model"]) == len(result["records"]["ceiling"]) == 2
+    assert result["config"]["num_inference_steps"] == 1 and result["config"]["stg_scale"] == 1.0
+    assert set(result["ratios"]) == {"color_accuracy", "shape_accuracy", "count_accuracy", "motion_accuracy",
+                                     "diversity"}
+    sheet = load_video(out / "contact_sheet.gif")
+    assert sheet.shape[0] == 5 and sheet.shape[1] > 2 * 64  # two rows of 64-px (upscaled) frames plus labels
+    from PIL import Image
+
+    assert Image.open(out / "contact_sheet.png").size[1] == sheet.shape[1]
