@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from videogen.data.synthetic import COLORS, MOTIONS, SHAPES, caption_for, render_clip, sample_clip_spec
 from videogen.evaluation.evaluate import (
-    add_cli, default_prompts, ground_truth_clips, holdout_prompts, prompt_for, score_clips, spec_for_prompt,
+    default_prompts, ground_truth_clips, holdout_prompts, prompt_for, score_clips, spec_for_prompt,
 )
 from videogen.evaluation.metrics import diversity, label_components, measure_clip, parse_prompt, score_clip, summarize
 from videogen.io import load_video, save_video
@@ -173,13 +172,12 @@ def test_videogen_eval_end_to_end(tmp_path, capsys):
     TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
     (tmp_path / "prompts.txt").write_text("a red circle moving to the left on a gray background\n\n"
                                           "# a comment\na blue square staying still on a black background\n")
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="command"))
+    from videogen.cli import main
+
     out = tmp_path / "eval"
-    args = parser.parse_args(["eval", "--model", str(tmp_path / "pipe"), "--prompts", str(tmp_path / "prompts.txt"),
-                              "--seeds", "1", "--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5",
-                              "--out", str(out), "--no-progress", "--stg-scale", "1"])
-    assert args.func(args) == 0
+    assert main(["eval", "--model", str(tmp_path / "pipe"), "--prompts", str(tmp_path / "prompts.txt"),
+                 "--seeds", "1", "--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5",
+                 "--out", str(out), "--no-progress", "--stg-scale", "1"]) == 0
     text = capsys.readouterr().out
     assert "model/ceiling" in text and "color accuracy (%)" in text
     color_row = next(line for line in text.splitlines() if line.startswith("color accuracy"))

@@ -230,9 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     from videogen.data import cache as data_cache, synthetic
+    from videogen.evaluation import evaluate
 
     synthetic.add_cli(sub)
     data_cache.add_cli(sub)
+    evaluate.add_cli(sub)
 
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")
     info.add_argument("path")
