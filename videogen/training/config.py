@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -98,7 +99,21 @@ def apply_override(cfg: dict, override: str) -> None:
         node = node[key]
     if keys[-1] not in node and not _free(keys):
         raise ValueError(f"unknown config key {dotted!r}; known keys here: {', '.join(sorted(node))}")
-    node[keys[-1]] = yaml.safe_load(raw)
+    node[keys[-1]] = _numbers(yaml.safe_load(raw))
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _numbers(value):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; take such strings as the floats they mean, recursively."""
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
@@ -108,7 +123,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"config file not found: {path}")
-        user = yaml.safe_load(path.read_text()) or {}
+        user = _numbers(yaml.safe_load(path.read_text()) or {})
     cfg = _merge(DEFAULTS, user)
     for override in overrides:
         apply_override(cfg, override)
