@@ -199,6 +199,15 @@ def test_vae_training_reduces_reconstruction_loss(tmp_path, data):
     assert len(log) == 12 and np.mean(log[-3:]) < 0.8 * np.mean(log[:3])
     vae = CausalVideoVAE.from_pretrained(tmp_path / "run" / "final" / "vae")
     assert vae.config.base_dim == 8
+    # The saved config carries the latent statistics of this data, so normalised latents are ~N(0, 1) per channel.
+    from videogen.data.video_dataset import VideoFolderDataset
+
+    dataset = VideoFolderDataset(data, num_frames=5, size=(32, 32))
+    with torch.no_grad():
+        z = torch.cat([vae.encode(dataset[i]["video"][None]).latent_dist.mode() for i in range(len(dataset))])
+    normalised = vae.normalize_latents(z).transpose(0, 1).flatten(1)
+    assert normalised.mean(1).abs().max() < 1e-3 and (normalised.std(1, unbiased=False) - 1).abs().max() < 1e-3
+    assert vae.config.latents_mean != [0.0] * 4
 
 
 def test_two_processes_match_one(tmp_path, data):

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "flow_shift": 1.0,
         "train_text_encoder": False,
         "kl_weight": 1e-6,
+        "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },
     "lora": {"rank": 0, "alpha": None, "dropout": 0.0,

@@ -311,6 +311,12 @@ class Trainer:
         if self.ema is not None:
             self.ema.copy_to(model.parameters())
         if self.cfg["task"] == "vae":
+            from videogen.training.latent_stats import latent_statistics, store_latent_statistics
+
+            # The DiT stage trains on (z - mean) / std: measure them on the data this VAE was trained on.
+            model.vae.eval()
+            store_latent_statistics(model.vae, *latent_statistics(model.vae, self.dataset,
+                                                                  self.cfg["train"]["latent_stats_samples"]))
             model.vae.save_pretrained(final / "vae")
         elif self.lora_config is not None:
             from videogen.training.lora import save_lora
