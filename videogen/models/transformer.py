@@ -285,6 +285,15 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.head = Head(dim, out_channels * math.prod(patch_size), eps)
         self.gradient_checkpointing = False
 
+    def _rope(self, grid: tuple[int, int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE tables for a token grid, computed once per (grid, device): every denoising step reuses them."""
+        cache = self.__dict__.setdefault("_rope_cache", {})
+        key = (grid, str(device))
+        if key not in cache:
+            cache.clear()  # one grid per generation; do not accumulate tables
+            cache[key] = rope_cos_sin(grid, self.config.dim // self.config.num_heads, self.config.rope_theta, device)
+        return cache[key]
+
     # -- conversion helpers (implemented in videogen.convert.wan) -------------------------------
 
     @classmethod
@@ -378,7 +387,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         # [B, D, f, h, w] -> [B, f*h*w, D]; contiguous, or every residual add below runs on strided memory.
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
-        rope = rope_cos_sin(grid, self.config.dim // self.config.num_heads, self.config.rope_theta, x.device)
+        rope = self._rope(grid, x.device)
 
         # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
         t = timestep if timestep.ndim == 2 else timestep[:, None]
@@ -389,9 +398,12 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         context = self.text_embedding(encoder_hidden_states)
         context_img = self.img_emb(encoder_hidden_states_image) if encoder_hidden_states_image is not None else None
 
+        # Which blocks have any perturbed sample: read once (one host sync), not per block.
+        attn_used = skip_self_attention.any(0).tolist() if skip_self_attention is not None else [False] * len(self.blocks)
+        skip_used = skip_blocks.any(0).tolist() if skip_blocks is not None else [False] * len(self.blocks)
         for i, block in enumerate(self.blocks):
-            values_only = skip_self_attention[:, i] if skip_self_attention is not None and skip_self_attention[:, i].any() else None
-            skip = skip_blocks[:, i] if skip_blocks is not None and skip_blocks[:, i].any() else None
+            values_only = skip_self_attention[:, i] if attn_used[i] else None
+            skip = skip_blocks[:, i] if skip_used[i] else None
             modulation = block_modulations[i] if block_modulations is not None else None
             if skip is not None and bool(skip.all()):
                 out = x  # every sample skips this block: no need to run it
