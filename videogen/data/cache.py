@@ -114,12 +114,14 @@ def read_index(cache_dir) -> list[dict]:
 
 @torch.no_grad()
 def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int = 1, max_sequence_length: int = 512,
-                device="cpu", model_id: str | None = None, progress: bool = True) -> dict:
+                device="cpu", model_id: str | None = None, progress: bool = True, image_latents: bool = False) -> dict:
     """Encode every usable sample of ``dataset`` (a ``VideoFolderDataset``) into ``out_dir`` (see the module
     docstring); return ``dict(total, written, reused, skipped, skipped_files, out_dir)``.
 
     ``batch_size`` samples of the same bucket are encoded together. The VAE and text encoder are moved to
     ``device``; inputs are cast to the VAE's dtype. ``model_id`` overrides ``model_identity(...)`` in the keys.
+    ``image_latents``: also store ``image_latents`` ``[C, F', h, w]``, the normalised latents of the clip's first
+    frame followed by black (zero) frames, encoded causally as Wan2.1-I2V conditions (for image-to-video training).
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -131,6 +133,8 @@ def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int 
     vae, text_encoder = vae.to(device).eval(), text_encoder.to(device).eval()
     model_id = model_id or model_identity(vae, tokenizer, text_encoder)
     base = dict(dataset.cache_params(), max_sequence_length=max_sequence_length, model=model_id)
+    if image_latents:
+        base["image_latents"] = True
     known = {e["key"]: e for e in read_index(out)}
     done: dict[int, dict] = {}  # dataset index -> index entry
     reused, written = 0, 0
@@ -142,9 +146,12 @@ def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int 
         nonlocal written
         video = torch.stack([s["video"] for _, _, s in group]).to(device=device, dtype=vae.dtype)
         latents = vae.normalize_latents(vae.encode(video).latent_dist.mode()).float().cpu()
+        if image_latents:
+            first = torch.cat([video[:, :, :1], torch.zeros_like(video[:, :, 1:])], dim=2)
+            conditions = vae.normalize_latents(vae.encode(first).latent_dist.mode()).float().cpu()
         embeds = encode_prompts(tokenizer, text_encoder, [s["caption"] for _, _, s in group], max_sequence_length,
                                 device=device).float().cpu()
-        for (i, key, sample), lat, emb in zip(group, latents, embeds):
+        for j, ((i, key, sample), lat, emb) in enumerate(zip(group, latents, embeds)):
             rows = emb.abs().sum(-1).nonzero()
             n = int(rows.max()) + 1 if len(rows) else 0
             params = dict(base, caption=sample["caption"])
@@ -152,6 +159,8 @@ def build_cache(dataset, out_dir, vae, tokenizer, text_encoder, batch_size: int 
                         metadata=json.dumps(sample["metadata"]), max_sequence_length=str(max_sequence_length),
                         params=json.dumps(params, default=str))
             tensors = {"latents": lat.contiguous(), "prompt_embeds": emb[:n].contiguous()}
+            if image_latents:
+                tensors["image_latents"] = conditions[j].contiguous()
             write_atomically(out / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))
             entry = dict(key=key, file=f"{key}.safetensors", path=sample["path"], caption=sample["caption"],
                          latents_shape=list(lat.shape))
@@ -207,7 +216,8 @@ def _entry_from_file(out: Path, key: str) -> dict:
 
 class CachedDataset(Dataset):
     """Samples of a cache directory: ``{"latents" [C, F', h, w], "prompt_embeds" [L, D] (zero-padded to the
-    cached ``max_sequence_length``), "caption", "metadata" (dict or None), "path", "key", "index"}``."""
+    cached ``max_sequence_length``), "caption", "metadata" (dict or None), "path", "key", "index"}``, plus
+    ``"image_latents"`` when the cache was built with them."""
 
     def __init__(self, cache_dir):
         self.cache_dir = Path(cache_dir)
@@ -225,11 +235,15 @@ class CachedDataset(Dataset):
         with safe_open(self.cache_dir / entry["file"], framework="pt") as f:
             meta = f.metadata()
             latents, embeds = f.get_tensor("latents"), f.get_tensor("prompt_embeds")
+            image = f.get_tensor("image_latents") if "image_latents" in f.keys() else None
         padded = embeds.new_zeros(int(meta["max_sequence_length"]), embeds.shape[-1])
         padded[: embeds.shape[0]] = embeds
-        return {"latents": latents, "prompt_embeds": padded, "caption": meta.get("caption", ""),
-                "metadata": json.loads(meta.get("metadata", "null")), "path": meta.get("path"), "key": entry["key"],
-                "index": index}
+        sample = {"latents": latents, "prompt_embeds": padded, "caption": meta.get("caption", ""),
+                  "metadata": json.loads(meta.get("metadata", "null")), "path": meta.get("path"), "key": entry["key"],
+                  "index": index}
+        if image is not None:
+            sample["image_latents"] = image
+        return sample
 
     def bucket_key(self, index: int):
         """The latent shape of sample ``index`` (for ``BucketBatchSampler``)."""
@@ -280,6 +294,8 @@ def add_cli(subparsers):
     p.add_argument("--batch-size", dest="batch_size", type=int, default=1)
     p.add_argument("--max-sequence-length", dest="max_sequence_length", type=int, default=512)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--image-latents", dest="image_latents", action="store_true",
+                   help="also store first-frame conditioning latents (for image-to-video training)")
     p.set_defaults(func=run_cache)
     return p
 
@@ -293,7 +309,8 @@ def run_cache(args) -> int:
     vae, tokenizer, text_encoder = load_cache_models(args.model, args.device)
     out = Path(args.out) if args.out else Path(args.data) / "cache"
     result = build_cache(dataset, out, vae, tokenizer, text_encoder, batch_size=args.batch_size,
-                         max_sequence_length=args.max_sequence_length, device=args.device)
+                         max_sequence_length=args.max_sequence_length, device=args.device,
+                         image_latents=args.image_latents)
     skipped = f"; {result['skipped']} unreadable or too short skipped" if result["skipped"] else ""
     print(f"cached {result['total'] - result['skipped']} of {result['total']} clips in {out} "
           f"({result['written']} written, {result['reused']} reused{skipped})")

@@ -538,7 +538,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: int = 64, width: int = 64,
                   fps: float = 8, holdout=None, camera_fraction: float = 0.25, format: str = "mp4",
-                  split: str = "train", max_objects: int = 3, progress: bool = True) -> dict:
+                  split: str = "train", max_objects: int = 3, texture_fraction: float = 0.5,
+                  progress: bool = True) -> dict:
     """Render ``num`` clips into ``out_dir`` in the standard dataset format; return the ``world.json`` summary.
 
     Writes ``clips/NNNNN.mp4`` (``format="mp4"``, H.264) or ``clips/NNNNN/`` PNG folders (``"png"``,
@@ -564,7 +565,8 @@ def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: in
     lines = []
     for index in tqdm(range(num), desc=f"shapes world ({split})", disable=not progress):
         spec, caption = make_clip(index, seed, split, patterns, frames=frames, height=height, width=width, fps=fps,
-                                  camera_fraction=camera_fraction, max_objects=max_objects)
+                                  camera_fraction=camera_fraction, max_objects=max_objects,
+                                  texture_fraction=texture_fraction)
         video, meta = render_clip(spec)
         name = f"{index:05d}"
         video_rel = f"clips/{name}.mp4" if format == "mp4" else f"clips/{name}"
@@ -583,7 +585,8 @@ def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: in
     _write_text(out / "manifest.jsonl", "\n".join(lines) + "\n")
     world = dict(
         seed=seed, num=num, split=split, frames=frames, height=height, width=width, fps=fps, format=format,
-        camera_fraction=camera_fraction, max_objects=max_objects, holdout=[" ".join(p) for p in patterns],
+        camera_fraction=camera_fraction, texture_fraction=texture_fraction, max_objects=max_objects,
+        holdout=[" ".join(p) for p in patterns],
         counts={k: dict(sorted(v.items())) for k, v in counts.items()},
         colors=COLORS, backgrounds=BACKGROUNDS, textures=list(TEXTURES), shapes=list(SHAPES),
         motions=list(ALL_MOTIONS), speeds=SPEEDS, sizes=SIZES, camera_motions=list(CAMERA_MOTIONS),
@@ -611,6 +614,8 @@ def add_cli(subparsers):
     p.add_argument("--split", choices=["train", "holdout"], default="train")
     p.add_argument("--camera-fraction", dest="camera_fraction", type=float, default=0.25,
                    help="share of clips with a moving camera")
+    p.add_argument("--texture-fraction", dest="texture_fraction", type=float, default=0.5,
+                   help="share of static-camera clips with a textured (not solid) background")
     p.add_argument("--max-objects", dest="max_objects", type=int, default=3)
     p.add_argument("--holdout", default="default",
                    help="'default', 'none', or ';'-separated 'color shape motion' patterns ('*' = any)")
@@ -628,7 +633,7 @@ def run_synth(args) -> int:
         holdout = [p.strip() for p in args.holdout.split(";") if p.strip()]
     world = write_dataset(args.out, args.num, args.seed, frames=args.frames, height=args.height, width=args.width,
                           fps=args.fps, holdout=holdout, camera_fraction=args.camera_fraction, format=args.format,
-                          split=args.split, max_objects=args.max_objects)
+                          split=args.split, max_objects=args.max_objects, texture_fraction=args.texture_fraction)
     moving = sum(v for k, v in world["counts"]["camera"].items() if k != "static")
     print(f"wrote {world['num']} {world['split']} clips ({args.frames}x{args.height}x{args.width}, {args.format}, "
           f"{moving} with camera motion, {len(world['holdout'])} hold-out patterns) to {args.out}")

@@ -36,14 +36,14 @@ def build_text_encoder(config: dict, vocab_size: int):
 
 
 def load_pretrained_pipeline(path: str | Path):
-    """The components of a pipeline directory (ours, or a diffusers-format Wan2.1 T2V one)."""
-    from pipelines import TextToVideoPipeline
+    """A pipeline directory (ours, or a diffusers-format Wan2.1 T2V / I2V one), loaded as its class."""
+    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
 
     path = Path(path)
-    index = json.loads((path / "model_index.json").read_text())
-    if index.get("_class_name") == "WanPipeline":
-        return TextToVideoPipeline.from_wan(path)
-    return TextToVideoPipeline.from_pretrained(path)
+    name = json.loads((path / "model_index.json").read_text()).get("_class_name")
+    if name in ("WanPipeline", "WanImageToVideoPipeline"):
+        return (ImageToVideoPipeline if name == "WanImageToVideoPipeline" else TextToVideoPipeline).from_wan(path)
+    return (ImageToVideoPipeline if name == "ImageToVideoPipeline" else TextToVideoPipeline).from_pretrained(path)
 
 
 def build_vae(spec):
@@ -90,3 +90,23 @@ def build_components(cfg: dict, captions: Optional[Iterable[str]] = None) -> dic
     sched = m["scheduler"] or {}
     scheduler = make_scheduler(sched.get("name", "unipc"), flow_shift=sched.get("flow_shift", 3.0))
     return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+
+
+def widen_input_channels(transformer, in_channels: int):
+    """Give ``transformer`` (a ``VideoDiT``) ``in_channels`` input channels in place, the new ones after the old and
+    zero-initialised: the widened model computes exactly what it did on its old channels. Returns it."""
+    old = transformer.patch_embedding
+    if in_channels < old.in_channels:
+        raise ValueError(f"can only widen: the transformer already has {old.in_channels} > {in_channels} channels")
+    if in_channels == old.in_channels:
+        return transformer
+    new = torch.nn.Conv3d(in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride).to(
+        device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    transformer.patch_embedding = new
+    transformer.register_to_config(in_channels=in_channels)
+    return transformer
+

@@ -50,7 +50,15 @@ DEFAULTS: dict[str, Any] = {
         "logit_std": 1.0,
         "flow_shift": 1.0,
         "train_text_encoder": False,
+        # DiT task: image-to-video (Wan2.1-I2V layout: noisy latents + 4-channel first-frame mask + latents of
+        # [first frame, zeros...]). A text-to-video transformer is widened to 2 z + 4 input channels, the new ones
+        # zero-initialised, so training starts from exactly the T2V model. Saves an ImageToVideoPipeline.
+        "i2v": False,
         "kl_weight": 1e-6,
+        # VAE task: decode a posterior "sample" (a true VAE) or its "mode" (a deterministic autoencoder with the KL
+        # term as a weak regulariser). From scratch, the initial posterior noise (std 1) swamps the encoder's
+        # signal (std ~0.2) and a sampling VAE can sit at mean-prediction for hundreds of steps; "mode" cannot.
+        "vae_posterior": "sample",
         "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },

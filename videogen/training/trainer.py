@@ -43,13 +43,14 @@ class TrainState:
 class VAEReconstruction(torch.nn.Module):
     """Wraps the VAE so one forward (the one DDP/FSDP see) returns the reconstruction and the posterior."""
 
-    def __init__(self, vae):
+    def __init__(self, vae, sample_posterior: bool = True):
         super().__init__()
         self.vae = vae
+        self.sample_posterior = sample_posterior
 
     def forward(self, video: torch.Tensor, generator: torch.Generator):
         posterior = self.vae.encode(video, streaming=False).latent_dist
-        z = posterior.sample(generator=generator)
+        z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
         return self.vae.decode(z, streaming=False, clamp=False).sample, posterior
 
 
@@ -112,8 +113,14 @@ class Trainer:
         self.parts = parts
         self.tokenizer, self.text_encoder, self.vae = parts["tokenizer"], parts["text_encoder"], parts["vae"]
         self.lora_config = None
+        if t["i2v"] and cfg["task"] != "dit":
+            raise ValueError("train.i2v needs task: dit")
         if cfg["task"] == "dit":
             self.model = parts["transformer"]
+            if t["i2v"]:
+                from videogen.training.components import widen_input_channels
+
+                widen_input_channels(self.model, 2 * self.vae.config.z_dim + self.vae.temporal_compression)
             self.vae.requires_grad_(False).eval()
             self.text_encoder.requires_grad_(bool(t["train_text_encoder"]))
             self.text_encoder.train(bool(t["train_text_encoder"]))  # frozen: eval mode, no dropout
@@ -124,7 +131,9 @@ class Trainer:
                 self.lora_config = add_lora(self.model, lc["rank"], lc["alpha"], lc["target_modules"], lc["dropout"])
             trained = [self.model] + ([self.text_encoder] if t["train_text_encoder"] else [])
         else:
-            self.model = VAEReconstruction(self.vae)
+            if t["vae_posterior"] not in ("sample", "mode"):
+                raise ValueError(f"train.vae_posterior must be 'sample' or 'mode'; got {t['vae_posterior']!r}")
+            self.model = VAEReconstruction(self.vae, sample_posterior=t["vae_posterior"] == "sample")
             trained = [self.model]
         if t["gradient_checkpointing"]:
             (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
@@ -216,8 +225,25 @@ class Trainer:
             with torch.set_grad_enabled(bool(t["train_text_encoder"])):
                 text = encode_prompts(self.tokenizer, self.text_encoder, captions, d["max_sequence_length"], device)
         x_t, target = flow_interpolate(latents, noise, sigma.to(device))
+        if t["i2v"]:
+            x_t = torch.cat([x_t, self.image_condition(batch, d["num_frames"]).to(device)], dim=1)
         pred = self.model(x_t, (sigma * 1000).to(device), text).sample
         return flow_matching_loss(pred, target)
+
+    def image_condition(self, batch: dict, num_frames: int) -> torch.Tensor:
+        """The I2V channels for a batch: the first-frame mask + the latents of [first frame, zeros...], from the
+        cache (``image_latents``) or encoded here from the videos (as ``videogen.conditioning.image``)."""
+        from videogen.conditioning.image import frame_mask, image_condition
+
+        if "image_latents" in batch:
+            cond = batch["image_latents"].float()
+            b, _, f, h, w = cond.shape
+            mask = frame_mask(1 + (f - 1) * self.vae.temporal_compression, self.vae.temporal_compression)
+            return torch.cat([mask[None, :, :, None, None].expand(b, -1, -1, h, w), cond], dim=1)
+        if "video" not in batch:
+            raise ValueError("train.i2v on a cache needs one built with `videogen cache --image-latents`")
+        with torch.no_grad():
+            return image_condition(self.vae, batch["video"][:, :, 0].to(self.accelerator.device), num_frames)
 
     def _empty_prompt_embeds(self, length: int) -> torch.Tensor:
         """Text states of the empty caption (what caption dropout trains), encoded once."""
@@ -278,8 +304,8 @@ class Trainer:
         from videogen.io import save_video
 
         v, d = self.cfg["validation"], self.cfg["data"]
-        if self.cfg["task"] != "dit" or not v["prompts"]:
-            return []
+        if self.cfg["task"] != "dit" or not v["prompts"] or self.cfg["train"]["i2v"]:
+            return []  # image-to-video is measured by `videogen eval --task i2v`
         model = self.accelerator.unwrap_model(self.model)
         if self.ema is not None:
             self.ema.store(model.parameters())
@@ -323,10 +349,11 @@ class Trainer:
 
             save_lora(model, self.lora_config, final / "lora")
         else:
-            from pipelines import TextToVideoPipeline
+            from pipelines import ImageToVideoPipeline, TextToVideoPipeline
 
-            TextToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
-                                transformer=model, vae=self.vae, scheduler=self.parts["scheduler"]).save_pretrained(final)
+            cls = ImageToVideoPipeline if self.cfg["train"]["i2v"] else TextToVideoPipeline
+            cls(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+                transformer=model, vae=self.vae, scheduler=self.parts["scheduler"]).save_pretrained(final)
         return final
 
     # ------------------------------------------------------------------------------------------
