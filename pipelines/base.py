@@ -6,7 +6,10 @@ prepare conditions: they extend ``pass_inputs`` to say what the DiT gets for one
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -66,6 +69,63 @@ def stack_inputs(parts: Sequence[dict]) -> dict:
         else:
             out[key] = values[0]
     return out
+
+
+# diffusers' Wan pipeline classes -> ours (what ``from_wan`` on the wrong class points the user to).
+WAN_PIPELINES = {"WanPipeline": "TextToVideoPipeline", "WanImageToVideoPipeline": "ImageToVideoPipeline"}
+
+
+def load_wan_components(
+    path: Union[str, os.PathLike],
+    torch_dtype: Optional[torch.dtype] = None,
+    optional: Sequence[str] = (),
+    expect: Optional[str] = None,
+) -> tuple[dict, dict]:
+    """Load a diffusers-format Wan2.1 pipeline directory: ``(components, model_index)``.
+
+    Always ``tokenizer``, ``text_encoder``, ``scheduler``, ``transformer`` (as ``VideoDiT``) and ``vae`` (as
+    ``CausalVideoVAE``, kept in fp32 as in Wan's reference scripts); each name in ``optional`` (e.g.
+    ``image_encoder``, ``image_processor``) is loaded with the transformers class ``model_index.json`` names, or
+    is None where the index has none. ``torch_dtype`` applies to the text encoder and the transformer.
+    ``expect`` (a diffusers class name): a directory of another known Wan pipeline class is a ``ValueError``.
+    """
+    import diffusers
+    import transformers
+
+    from videogen.models.transformer import VideoDiT
+    from videogen.models.vae import CausalVideoVAE
+
+    path = Path(path)
+    if not (path / "model_index.json").exists():
+        raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
+    index = json.loads((path / "model_index.json").read_text())
+    found = index.get("_class_name")
+    if expect is not None and found in WAN_PIPELINES and found != expect:
+        raise ValueError(f"{path} holds a {found}; load it with {WAN_PIPELINES[found]}.from_wan")
+    two_stage = (index.get("transformer_2") or [None])[-1] is not None or index.get("boundary_ratio") is not None
+    if two_stage or index.get("expand_timesteps"):
+        raise ValueError(f"{path} is a Wan2.2-style pipeline (transformer_2, boundary_ratio or expand_timesteps); "
+                         "only Wan2.1 pipelines are supported")
+
+    def component_class(name, library):
+        return getattr(library, index[name][1])
+
+    parts = dict(
+        text_encoder=component_class("text_encoder", transformers).from_pretrained(
+            path / "text_encoder", torch_dtype=torch_dtype
+        ),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(path / "tokenizer"),
+        scheduler=component_class("scheduler", diffusers).from_pretrained(path / "scheduler"),
+        transformer=VideoDiT.from_wan(path / "transformer", torch_dtype=torch_dtype),
+        vae=CausalVideoVAE.from_wan(path / "vae"),
+    )
+    for name in optional:
+        spec = index.get(name)
+        if not spec or spec[1] is None or not (path / name).exists():
+            parts[name] = None
+        else:  # an image encoder stays fp32 like the VAE, as diffusers' Wan I2V example loads it
+            parts[name] = component_class(name, transformers).from_pretrained(path / name)
+    return parts, index
 
 
 class VideoDiffusionPipeline(DiffusionPipeline):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Optional, Union
 
 import torch
 from diffusers.schedulers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from pipelines.base import VideoDiffusionPipeline
+from pipelines.base import VideoDiffusionPipeline, load_wan_components
 
 
 def make_scheduler(name: str = "unipc", flow_shift: float = 3.0, num_train_timesteps: int = 1000):
@@ -38,28 +36,18 @@ class TextToVideoPipeline(VideoDiffusionPipeline):
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
         )
 
+    def check_inputs(self, *args, **kwargs) -> None:
+        """The shared checks, plus: the transformer must be a text-to-video model (no image channels)."""
+        cfg = self.transformer.config
+        if cfg.in_channels != cfg.out_channels:
+            raise ValueError(
+                f"this transformer is an image-to-video model (in_channels {cfg.in_channels} != out_channels "
+                f"{cfg.out_channels}: it expects image condition channels); use ImageToVideoPipeline"
+            )
+        super().check_inputs(*args, **kwargs)
+
     @classmethod
     def from_wan(cls, path: Union[str, os.PathLike], torch_dtype: Optional[torch.dtype] = None) -> "TextToVideoPipeline":
         """Load a diffusers-format Wan2.1 T2V directory (``model_index.json`` + component subfolders)."""
-        import diffusers
-        import transformers
-
-        from videogen.models.transformer import VideoDiT
-        from videogen.models.vae import CausalVideoVAE
-
-        path = Path(path)
-        if not (path / "model_index.json").exists():
-            raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
-        index = json.loads((path / "model_index.json").read_text())
-
-        def component_class(name, library):
-            return getattr(library, index[name][1])
-
-        text_encoder = component_class("text_encoder", transformers).from_pretrained(
-            path / "text_encoder", torch_dtype=torch_dtype
-        )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path / "tokenizer")
-        scheduler = component_class("scheduler", diffusers).from_pretrained(path / "scheduler")
-        transformer = VideoDiT.from_wan(path / "transformer", torch_dtype=torch_dtype)
-        vae = CausalVideoVAE.from_wan(path / "vae")  # the VAE stays fp32, as in Wan's reference scripts
-        return cls(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+        parts, _ = load_wan_components(path, torch_dtype, expect="WanPipeline")
+        return cls(**parts)

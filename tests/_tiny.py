@@ -55,3 +55,39 @@ def tiny_pipeline_parts(tmp_path):
     ours = dict(tokenizer=tokenizer, text_encoder=encoder, vae=CausalVideoVAE.from_wan(tmp_path / "vae"),
                 transformer=VideoDiT.from_wan(tmp_path / "transformer"), scheduler=make_scheduler("unipc"))
     return ref, ours
+
+
+CLIP_TOKENS = 17  # (32 / 8)^2 patches + the class token
+
+
+def tiny_image_encoder():
+    """A 2-layer CLIP vision tower (16-d, 32x32 input, patch 8) and its processor, both from configs."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, projection_dim=16)
+    encoder = perturb_parameters(CLIPVisionModel(cfg), seed=3).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return encoder, processor
+
+
+def tiny_i2v_pipeline_parts(tmp_path, image_tokens: bool = False, first_last: bool = False):
+    """(reference, ours) component dicts for image-to-video: a DiT taking ``noise || mask || image latents``
+    (in_channels 2*4 + 4), with CLIP image cross-attention when ``image_tokens`` (and learned positions for
+    first-last-frame pairs when ``first_last``)."""
+    ref, ours = tiny_pipeline_parts(tmp_path)
+    cfg = dict(TINY_DIT, in_channels=2 * TINY_VAE["z_dim"] + 4)
+    if image_tokens:
+        cfg.update(image_dim=16, added_kv_proj_dim=TINY_DIT["num_attention_heads"] * TINY_DIT["attention_head_dim"])
+        if first_last:
+            cfg.update(pos_embed_seq_len=2 * CLIP_TOKENS)
+    torch.manual_seed(0)
+    dit = perturb_parameters(WanTransformer3DModel(**cfg), seed=4).eval()
+    dit.save_pretrained(tmp_path / "transformer_i2v")
+    ref["transformer"], ours["transformer"] = dit, VideoDiT.from_wan(tmp_path / "transformer_i2v")
+    if image_tokens:
+        encoder, processor = tiny_image_encoder()
+        for parts in (ref, ours):
+            parts.update(image_encoder=encoder, image_processor=processor)
+    return ref, ours

@@ -96,3 +96,54 @@ def test_synth_then_train_dry_run_reads_it(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert '"usable": 3' in out and "num_frames: 9" in out
+
+
+def tiny_i2v_checkpoint(tmp_path):
+    """A saved tiny ImageToVideoPipeline (no image tokens) and a 32x48 PNG first frame."""
+    import numpy as np
+    from PIL import Image
+
+    from _tiny import tiny_i2v_pipeline_parts
+    from pipelines import ImageToVideoPipeline
+
+    _, parts = tiny_i2v_pipeline_parts(tmp_path)
+    ImageToVideoPipeline(**parts).save_pretrained(tmp_path / "i2v")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / "first.png")
+    return tmp_path / "i2v", tmp_path / "first.png"
+
+
+SMALL = ["--height", "32", "--width", "48", "--num-frames", "9", "--steps", "2"]
+
+
+def test_generate_image_to_video(tmp_path, capsys):
+    from videogen.io import load_video
+
+    model, first = tiny_i2v_checkpoint(tmp_path)
+    out = tmp_path / "i2v.mp4"
+    code = main(["generate", "a red circle moving left", "--image", str(first), "--last-image", str(first), "-o",
+                 str(out), "--model", str(model), *SMALL])
+    assert code == 0 and capsys.readouterr().out.strip().endswith("i2v.mp4")
+    assert load_video(out).shape == (9, 32, 48, 3)
+
+
+def test_generate_image_arguments_errors(tmp_path, capsys):
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+
+    model, first = tiny_i2v_checkpoint(tmp_path)
+    _, parts = tiny_pipeline_parts(tmp_path / "t2v_parts")
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "t2v")
+    out = str(tmp_path / "never.mp4")
+    capsys.readouterr()  # the savers' progress bars
+    cases = [
+        (["--model", str(tmp_path / "t2v"), "--image", str(first)], "--image needs an image-to-video model"),
+        (["--model", str(model)], "is an image-to-video model (ImageToVideoPipeline): pass --image"),
+        (["--model", str(model), "--image", str(tmp_path / "nope.png")], "cannot read image"),
+        (["--model", str(model), "--last-image", str(first)], "--last-image needs --image"),
+    ]
+    for extra, message in cases:
+        assert main(["generate", "a red circle", "-o", out, *SMALL, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert main(["generate", "x", "-o", out, "--model", str(model), "--image", str(tmp_path / "nope.png")]) == 2
+    assert "nope.png" in capsys.readouterr().err

@@ -96,18 +96,28 @@ GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guida
                            stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None)
 
 
+IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
+
+
+def pipeline_class_name(model: Path) -> str | None:
+    """The ``_class_name`` in a pipeline directory's model_index.json."""
+    return json.loads((model / "model_index.json").read_text()).get("_class_name")
+
+
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
-    """A ``TextToVideoPipeline`` from our layout or a diffusers-format Wan2.1 T2V directory."""
+    """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
+    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``."""
     import torch
 
-    from pipelines import TextToVideoPipeline
+    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    index = json.loads((model / "model_index.json").read_text())
-    if index.get("_class_name") == "WanPipeline":
-        pipe = TextToVideoPipeline.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
+    name = pipeline_class_name(model)
+    cls = ImageToVideoPipeline if name in IMAGE_TO_VIDEO_CLASSES else TextToVideoPipeline
+    if name in ("WanPipeline", "WanImageToVideoPipeline"):
+        pipe = cls.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
     else:
-        pipe = TextToVideoPipeline.from_pretrained(model)
+        pipe = cls.from_pretrained(model)
         if dtype != "float32":
             from videogen.convert.wan import cast_keeping_fp32
 
@@ -126,7 +136,8 @@ def generation_defaults(model: Path) -> dict:
 
 
 def cmd_generate(args) -> int:
-    """Generate a video from a prompt with a pipeline checkpoint (default: the embedded one)."""
+    """Generate a video from a prompt (and ``--image``, for image-to-video models) with a pipeline checkpoint
+    (default: the embedded one)."""
     import torch
 
     from videogen.guidance import CFG, STG, Guidance
@@ -141,6 +152,22 @@ def cmd_generate(args) -> int:
             file=sys.stderr,
         )
         return 2
+    # Image arguments are checked, and the images read, before any model is loaded.
+    class_name = pipeline_class_name(model)
+    image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
+    if args.image is None and args.last_image is not None:
+        raise ValueError("--last-image needs --image (the first frame) too")
+    if args.image is not None and not image_to_video:
+        raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
+    if args.image is None and image_to_video:
+        raise ValueError(f"{model} is an image-to-video model ({class_name}): pass --image FIRST_FRAME.png")
+    images = {}
+    if image_to_video:
+        from videogen.conditioning.image import load_image
+
+        images = {"image": load_image(args.image)}
+        if args.last_image is not None:
+            images["last_image"] = load_image(args.last_image)
     d = generation_defaults(model)
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else d[name]  # noqa: E731
     pipe = load_pipeline(model, args.device, args.dtype)
@@ -153,6 +180,7 @@ def cmd_generate(args) -> int:
     if pick("stg_scale") > 0:
         guiders.append(STG(pick("stg_scale"), blocks=pick("stg_blocks"), mode=pick("stg_mode")))
     out = pipe(
+        **images,
         prompt=args.prompt,
         negative_prompt=pick("negative_prompt"),
         height=pick("height"),
@@ -191,9 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videogen", description="Latent video diffusion toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="generate a video from a text prompt")
+    gen = sub.add_parser("generate", help="generate a video from a text prompt (and a first frame: --image)")
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", default="out.mp4")
+    gen.add_argument("--image", help="first frame (image-to-video models); fitted to the video size by resizing to "
+                     "cover, then center cropping")
+    gen.add_argument("--last-image", dest="last_image", help="last frame (first-last-frame generation)")
     gen.add_argument("--model", default=None, help=f"pipeline directory (default: {DEFAULT_CHECKPOINT})")
     gen.add_argument("--num-frames", dest="num_frames", type=int, help="1 + 4k frames")
     gen.add_argument("--height", type=int)
