@@ -194,3 +194,50 @@ def test_videogen_eval_end_to_end(tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(out / "contact_sheet.png").size[1] == sheet.shape[1]
+
+
+def test_psnr():
+    from videogen.evaluation.metrics import psnr
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    assert psnr(a, b) == 99.0
+    b[0, 0, 0] = 255  # MSE = 255^2 / 48
+    assert psnr(a, b) == pytest.approx(10 * np.log10(48))
+    with pytest.raises(ValueError, match="equal shapes"):
+        psnr(a, np.zeros((4, 4), np.uint8))
+
+
+def test_videogen_eval_i2v(tmp_path, capsys):
+    """`videogen eval --task i2v` conditions on the rendered first frames and reports first-frame and VAE PSNR;
+    a text-to-video model is refused for it."""
+    from _tiny import tiny_i2v_pipeline_parts, tiny_pipeline_parts
+    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
+    from videogen.cli import main
+    from videogen.evaluation.metrics import psnr
+
+    _, parts = tiny_i2v_pipeline_parts(tmp_path)
+    ImageToVideoPipeline(**parts).save_pretrained(tmp_path / "i2v")
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tmp_path / "i2v"), "--prompts", "holdout", "--limit", "2", "--seeds", "1",
+            "--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5", "--out", str(out), "--no-progress"]
+    assert main(args + ["--task", "i2v"]) == 0
+    text = capsys.readouterr().out
+    assert "first-frame PSNR vs image (dB)" in text and "VAE round-trip PSNR (dB)" in text
+    result = json.loads((out / "eval.json").read_text())
+    assert result["config"]["task"] == "i2v"
+    records = result["records"]["model"]
+    truth = ground_truth_clips([r["prompt"] for r in records], [0], 5, 32, 32)
+    pipe = ImageToVideoPipeline.from_pretrained(tmp_path / "i2v")
+    from videogen.evaluation.evaluate import vae_round_trip
+
+    for record, clip in zip(records, truth):
+        assert record["vae_psnr"] == pytest.approx(psnr(vae_round_trip(pipe.vae, clip[0]), clip[0]))
+        assert 0 < record["first_frame_psnr"] < 99
+    summary = result["summary"]["model"]
+    assert summary["vae_psnr"] == pytest.approx(np.mean([r["vae_psnr"] for r in records]))
+    _, t2v_parts = tiny_pipeline_parts(tmp_path / "t2v_parts")
+    TextToVideoPipeline(**t2v_parts).save_pretrained(tmp_path / "t2v")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "t2v"), *args[3:], "--task", "i2v"]) != 0
+    assert "--task i2v needs an image-to-video pipeline" in capsys.readouterr().err

@@ -20,7 +20,9 @@ from videogen.data.synthetic import (
     COLORS, CURVE, DEFAULT_HOLDOUT, MARGIN, MOTIONS, SHAPES, BackgroundSpec, ClipSpec, ObjectSpec, boxes_apart,
     camera_setup, image_geometry, object_radius, object_track, parse_holdout, render_clip, sample_object, shape_extent,
 )
-from videogen.evaluation.metrics import ACCURACIES, MEANS, diversity, parse_prompt, score_clip, summarize
+from videogen.evaluation.metrics import (
+    ACCURACIES, I2V_MEANS, MEANS, diversity, parse_prompt, psnr, score_clip, summarize,
+)
 
 DEFAULT_BACKGROUND = "gray"
 _LONG_MOTION = {"left": "moving to the left", "right": "moving to the right", "up": "moving up", "down": "moving down",
@@ -142,10 +144,25 @@ def to_uint8(video) -> np.ndarray:
     return np.round(np.clip(video, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def vae_round_trip(vae, image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 ``[H, W, 3]``) encoded as a 1-frame video by ``vae`` (posterior mode) and decoded back."""
+    import torch
+
+    x = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+    param = next(vae.parameters())
+    with torch.no_grad():
+        z = vae.encode(x.to(param.device, param.dtype)).latent_dist.mode()
+        y = vae.decode(z).sample[0, :, 0].float().clamp(-1, 1)
+    return to_uint8(((y + 1) / 2).permute(1, 2, 0).cpu().numpy())
+
+
 def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
-                      num_inference_steps: int = 20, guidance=None, progress: bool = True):
+                      num_inference_steps: int = 20, guidance=None, progress: bool = True, images=None):
     """Generate every prompt with every seed (``torch.Generator`` seeded with the seed) and score the clips.
 
+    ``images`` (image-to-video): one uint8 ``[H, W, 3]`` first frame per (prompt, seed), prompt-major; each
+    record then also has ``first_frame_psnr`` (generated frame 0 vs the image) and ``vae_psnr`` (the image
+    through the pipeline's VAE and back: the ceiling the first frame can reach).
     Returns ``(records, frames)``: one record per clip (``prompt``, ``seed`` and ``score_clip``'s dict) and
     the uint8 clips in the same (prompt-major) order.
     """
@@ -156,13 +173,21 @@ def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, n
     records, clips = [], []
     if hasattr(pipe, "set_progress_bar_config"):  # one bar for the whole run, not one per generation
         pipe.set_progress_bar_config(disable=True)
-    for prompt, seed in tqdm(jobs, desc="videogen eval", disable=not progress):
+    if images is not None and len(images) != len(jobs):
+        raise ValueError(f"got {len(images)} images for {len(jobs)} (prompt, seed) pairs")
+    for k, (prompt, seed) in enumerate(tqdm(jobs, desc="videogen eval", disable=not progress)):
         kwargs = dict(guidance=guidance) if guidance is not None else {}
+        if images is not None:
+            kwargs["image"] = images[k]
         out = pipe(prompt=prompt, height=height, width=width, num_frames=num_frames,
                    num_inference_steps=num_inference_steps, generator=torch.Generator("cpu").manual_seed(int(seed)),
                    output_type="np", **kwargs)
         clip = to_uint8(out.frames[0])
-        records.append(dict(prompt=prompt, seed=int(seed), **score_clip(clip, prompt)))
+        record = dict(prompt=prompt, seed=int(seed), **score_clip(clip, prompt))
+        if images is not None:
+            record["first_frame_psnr"] = psnr(clip[0], images[k])
+            record["vae_psnr"] = psnr(vae_round_trip(pipe.vae, images[k]), images[k])
+        records.append(record)
         clips.append(clip)
     return records, clips
 
@@ -187,6 +212,7 @@ def diversity_by_prompt(records, clips) -> dict:
 
 TABLE_ROWS = [(f"{a}_accuracy", f"{a} accuracy (%)", True) for a in ACCURACIES] + \
     [(m, m.replace("_", " ") + " (lower=better)", False) for m in MEANS] + [("diversity", "diversity (0-1)", True)]
+I2V_ROWS = [("first_frame_psnr", "first-frame PSNR vs image (dB)", False), ("vae_psnr", "VAE round-trip PSNR (dB)", False)]
 
 
 def ratios(model: dict, ceiling: dict) -> dict:
@@ -204,8 +230,9 @@ def format_table(model: dict, ceiling: dict) -> str:
     fmt = lambda v, nd=3: "-" if v is None else f"{v:.{nd}f}"  # noqa: E731
     r = ratios(model, ceiling)
     lines = [f"{'metric':<32} {'model':>9} {'ceiling':>9} {'model/ceiling':>14}", "-" * 67]
-    for key, label, _ in TABLE_ROWS:
-        nd = 1 if key.endswith("accuracy") else 3
+    rows = TABLE_ROWS + [row for row in I2V_ROWS if model.get(row[0]) is not None]
+    for key, label, _ in rows:
+        nd = 1 if key.endswith("accuracy") or key.endswith("psnr") else 3
         lines.append(f"{label:<32} {fmt(model.get(key), nd):>9} {fmt(ceiling.get(key), nd):>9} "
                      f"{fmt(r.get(key), 2):>14}")
     return "\n".join(lines)
@@ -252,18 +279,25 @@ def write_contact_sheets(out_dir: Path, records, model_clips, truth_clips, fps: 
 
 def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
              num_inference_steps: int = 20, guidance=None, out_dir=None, config: dict | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, task: str = "t2v") -> dict:
     """Evaluate ``pipe`` and the rendered ceiling on ``prompts`` x ``seeds``; write ``eval.json`` and the contact
-    sheets to ``out_dir`` (when given), print the table, and return the ``eval.json`` dict."""
+    sheets to ``out_dir`` (when given), print the table, and return the ``eval.json`` dict.
+
+    ``task="i2v"``: the pipeline (an ``ImageToVideoPipeline``) animates each ground-truth clip's first frame;
+    the records add first-frame PSNR and the VAE round-trip PSNR (see ``evaluate_pipeline``)."""
+    if task not in ("t2v", "i2v"):
+        raise ValueError(f"task must be 't2v' or 'i2v'; got {task!r}")
     prompts, seeds = list(prompts), [int(s) for s in seeds]
-    model_records, model_clips = evaluate_pipeline(pipe, prompts, seeds, height, width, num_frames,
-                                                   num_inference_steps, guidance, progress)
     truth_clips = ground_truth_clips(prompts, seeds, num_frames, height, width)
+    images = [clip[0] for clip in truth_clips] if task == "i2v" else None
+    model_records, model_clips = evaluate_pipeline(pipe, prompts, seeds, height, width, num_frames,
+                                                   num_inference_steps, guidance, progress, images)
     truth_records = score_clips(prompts, seeds, truth_clips)
     div_model, div_truth = diversity_by_prompt(model_records, model_clips), diversity_by_prompt(truth_records, truth_clips)
     model, ceiling = summarize(model_records, div_model), summarize(truth_records, div_truth)
     result = dict(
-        config=dict(config or {}, prompts=prompts, seeds=seeds, height=height, width=width, num_frames=num_frames,
+        config=dict(config or {}, task=task, prompts=prompts, seeds=seeds, height=height, width=width,
+                    num_frames=num_frames,
                     num_inference_steps=num_inference_steps, guidance=repr(guidance)),
         summary=dict(model=model, ceiling=ceiling), ratios=ratios(model, ceiling),
         diversity=dict(model=div_model, ceiling=div_truth), records=dict(model=model_records, ceiling=truth_records),
@@ -287,7 +321,9 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
 def add_cli(subparsers):
     """Register ``videogen eval`` on an argparse subparsers object; return its parser."""
     p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
-    p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V)")
+    p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V)")
+    p.add_argument("--task", choices=["t2v", "i2v"], default="t2v",
+                   help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline)")
     p.add_argument("--prompts", default="default",
                    help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
@@ -325,6 +361,10 @@ def cmd_eval(args) -> int:
     pipe = load_pipeline(model, args.device)
     config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=args.guidance_scale,
                   stg_scale=args.stg_scale, stg_blocks=args.stg_blocks, stg_mode=args.stg_mode, device=args.device)
+    is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
+    if (args.task == "i2v") != is_i2v:
+        raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
+                         f"pipeline; {model} holds a {type(pipe).__name__}")
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             Guidance(*guiders), args.out, config, args.progress)
+             Guidance(*guiders), args.out, config, args.progress, args.task)
     return 0

@@ -289,11 +289,21 @@ def score_clip(frames: np.ndarray, prompt: str) -> dict:
 
 ACCURACIES = ("color", "shape", "count", "motion")
 MEANS = ("area_drift", "color_drift")
+I2V_MEANS = ("first_frame_psnr", "vae_psnr")  # image-to-video: dB, higher is better
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 images (or clips) of the same shape (capped at 99 dB)."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr needs equal shapes; got {a.shape} and {b.shape}")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else min(99.0, 10.0 * np.log10(255.0**2 / mse))
 
 
 def summarize(records, diversities=None) -> dict:
     """Accuracies in % (``color_accuracy`` ... over records where the prompt says) with ``n_<metric>`` counts,
-    mean ``area_drift``/``color_drift`` (None values skipped; a clip without objects has none), and the
+    mean ``area_drift``/``color_drift`` (None values skipped; a clip without objects has none), mean
+    ``first_frame_psnr``/``vae_psnr`` (image-to-video records; None for text-to-video), and the
     mean of ``diversities`` (one value per prompt) as ``diversity``."""
     records = list(records)
     out = dict(samples=len(records))
@@ -301,7 +311,7 @@ def summarize(records, diversities=None) -> dict:
         judged = [r[f"{name}_ok"] for r in records if r.get(f"{name}_ok") is not None]
         out[f"{name}_accuracy"] = 100.0 * sum(judged) / len(judged) if judged else None
         out[f"n_{name}"] = len(judged)
-    for name in MEANS:
+    for name in MEANS + I2V_MEANS:
         values = [r[name] for r in records if r.get(name) is not None]
         out[name] = float(np.mean(values)) if values else None
     values = list((diversities or {}).values()) if isinstance(diversities, dict) else list(diversities or [])
