@@ -147,3 +147,21 @@ def test_generate_image_arguments_errors(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert main(["generate", "x", "-o", out, "--model", str(model), "--image", str(tmp_path / "nope.png")]) == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def test_load_pipeline_picks_the_class_from_model_index(tmp_path):
+    from diffusers import WanImageToVideoPipeline
+
+    from _tiny import tiny_i2v_pipeline_parts, tiny_pipeline_parts
+    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
+    from videogen.cli import load_pipeline
+
+    ref, ours = tiny_i2v_pipeline_parts(tmp_path, image_tokens=True)
+    WanImageToVideoPipeline(**ref).save_pretrained(tmp_path / "wan_i2v")
+    ImageToVideoPipeline(**ours).save_pretrained(tmp_path / "ours_i2v")
+    loaded = load_pipeline(tmp_path / "wan_i2v")
+    assert type(loaded) is ImageToVideoPipeline and loaded.image_encoder is not None
+    assert type(load_pipeline(tmp_path / "ours_i2v")) is ImageToVideoPipeline
+    _, t2v = tiny_pipeline_parts(tmp_path / "t2v_parts")
+    TextToVideoPipeline(**t2v).save_pretrained(tmp_path / "t2v")
+    assert type(load_pipeline(tmp_path / "t2v")) is TextToVideoPipeline
