@@ -106,10 +106,14 @@ def pipeline_class_name(model: Path) -> str | None:
 
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
-    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``."""
+    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``.
+    Files are checked first (``videogen.integrity.verify_checkpoint``): a corrupted one is an error naming it."""
     import torch
 
     from pipelines import ImageToVideoPipeline, TextToVideoPipeline
+    from videogen.integrity import verify_checkpoint
+
+    verify_checkpoint(model)
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     name = pipeline_class_name(model)
@@ -118,6 +122,7 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
         pipe = cls.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
     else:
         pipe = cls.from_pretrained(model)
+        pipe.to(torch.float32)  # weights stored in half precision (a shipped checkpoint) compute in fp32
         if dtype != "float32":
             from videogen.convert.wan import cast_keeping_fp32
 
@@ -260,12 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "parameter counts, then exit")
     train.set_defaults(func=cmd_train)
 
+    from videogen import export
     from videogen.data import cache as data_cache, synthetic
     from videogen.evaluation import evaluate
 
     synthetic.add_cli(sub)
     data_cache.add_cli(sub)
     evaluate.add_cli(sub)
+    export.add_cli(sub)
 
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")
     info.add_argument("path")
