@@ -356,3 +356,19 @@ def test_i2v_finetune_from_t2v_on_videos_and_cache(tmp_path):
     proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'bad'}", *common,
                    f"data.cache={tmp_path / 'plain'}")
     assert proc.returncode != 0 and "--image-latents" in proc.stderr
+
+
+def test_vae_loss_terms():
+    """L1 + mse_weight x MSE + kl_weight x KL, each term as documented."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from videogen.training.losses import vae_loss
+
+    video = torch.zeros(1, 3, 1, 2, 2)
+    recon = torch.zeros_like(video)
+    recon[..., 0, 0] = 1.0  # 3 of 12 elements off by 1
+    posterior = DiagonalGaussianDistribution(torch.zeros(1, 8, 1, 2, 2))  # N(0, I): KL 0
+    l1, parts = vae_loss(recon, video, posterior, kl_weight=1.0)
+    assert l1.item() == pytest.approx(0.25) and parts["kl"].item() == pytest.approx(0.0)
+    both, _ = vae_loss(recon * 2, video, posterior, kl_weight=1.0, mse_weight=0.5)
+    assert both.item() == pytest.approx(0.5 + 0.5 * 1.0)  # L1 0.5, MSE 3 * 4 / 12 = 1

@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         # term as a weak regulariser). From scratch, the initial posterior noise (std 1) swamps the encoder's
         # signal (std ~0.2) and a sampling VAE can sit at mean-prediction for hundreds of steps; "mode" cannot.
         "vae_posterior": "sample",
+        "mse_weight": 0.0,  # VAE task: reconstruction = L1 + mse_weight x MSE
         "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },
