@@ -372,3 +372,22 @@ def test_vae_loss_terms():
     assert l1.item() == pytest.approx(0.25) and parts["kl"].item() == pytest.approx(0.0)
     both, _ = vae_loss(recon * 2, video, posterior, kl_weight=1.0, mse_weight=0.5)
     assert both.item() == pytest.approx(0.5 + 0.5 * 1.0)  # L1 0.5, MSE 3 * 4 / 12 = 1
+
+
+def test_foreground_weights_mark_objects():
+    """Pixels unlike their frame's median background get 1 + weight; the loss weighs them that much more."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from videogen.training.losses import foreground_weights, vae_loss
+
+    video = -torch.ones(1, 3, 2, 8, 8)
+    video[:, 0, :, 2:4, 2:4] = 1.0  # a red 2x2 object on black
+    w = foreground_weights(video, 20.0)
+    assert w.shape == (1, 1, 2, 8, 8)
+    assert (w[0, 0, :, 2:4, 2:4] == 21).all() and w.sum() == 2 * (60 + 4 * 21)
+    posterior = DiagonalGaussianDistribution(torch.zeros(1, 8, 1, 2, 2))
+    recon = video.clone()
+    recon[:, 0, :, 2:4, 2:4] = -1.0  # the object missing: error 2 on 8 of 384 elements
+    plain, _ = vae_loss(recon, video, posterior, kl_weight=0.0)
+    weighted, _ = vae_loss(recon, video, posterior, kl_weight=0.0, foreground_weight=20.0)
+    assert plain.item() == pytest.approx(16 / 384) and weighted.item() == pytest.approx(21 * 16 / 384)

@@ -151,9 +151,9 @@ def cmd_generate(args) -> int:
     model = Path(args.model) if args.model else DEFAULT_CHECKPOINT
     if not (model / "model_index.json").exists():
         print(
-            f"videogen generate: no pipeline checkpoint at {model}.\n"
-            "The embedded default model has not been trained yet (it lands with the embedded-default issue);\n"
-            "pass --model PATH with a videogen or diffusers Wan2.1 T2V pipeline directory.",
+            f"videogen generate: no pipeline checkpoint at {model} (no model_index.json).\n"
+            f"The embedded default lives in {DEFAULT_CHECKPOINT} in a source checkout (pip install -e .); "
+            "otherwise pass --model PATH with a videogen or diffusers Wan2.1 T2V/I2V pipeline directory.",
             file=sys.stderr,
         )
         return 2

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         # signal (std ~0.2) and a sampling VAE can sit at mean-prediction for hundreds of steps; "mode" cannot.
         "vae_posterior": "sample",
         "mse_weight": 0.0,  # VAE task: reconstruction = L1 + mse_weight x MSE
+        "foreground_weight": 0.0,  # VAE task: extra weight on pixels unlike their frame's median (losses.py)
         "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },

@@ -26,13 +26,25 @@ def flow_matching_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.
     return F.mse_loss(prediction.float(), target.float())
 
 
+def foreground_weights(video: torch.Tensor, weight: float, threshold: float = 0.1) -> torch.Tensor:
+    """Per-pixel loss weights ``[B, 1, F, H, W]`` for ``video`` ``[B, C, F, H, W]`` in [-1, 1]: ``1 + weight`` where a
+    pixel differs from its frame's per-channel median (the background, when objects are small) by more than
+    ``threshold`` in any channel, else 1."""
+    median = video.flatten(3).median(dim=3).values[..., None, None]
+    return 1.0 + weight * ((video - median).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
 def vae_loss(reconstruction: torch.Tensor, video: torch.Tensor, posterior, kl_weight: float,
-             mse_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+             mse_weight: float = 0.0, foreground_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """L1 (+ ``mse_weight`` x MSE) reconstruction + ``kl_weight`` x KL(posterior || N(0, I)), averaged per element;
-    returns (loss, parts). The MSE term matters for small objects on flat backgrounds: under L1 alone a
-    reconstruction of the background without the objects is a strong local minimum."""
-    recon = F.l1_loss(reconstruction.float(), video.float())
+    returns (loss, parts). ``foreground_weight`` > 0 weights the reconstruction terms per pixel by
+    ``foreground_weights``: with small objects on flat backgrounds, a reconstruction of the background alone is a
+    local minimum that a Wan VAE trained from scratch does not leave (measured: hundreds of steps, even on one clip)."""
+    reconstruction, video = reconstruction.float(), video.float()
+    w = foreground_weights(video, foreground_weight) if foreground_weight else None
+    weigh = (lambda e: (e * w).mean()) if w is not None else (lambda e: e.mean())  # noqa: E731
+    recon = weigh((reconstruction - video).abs())
     if mse_weight:
-        recon = recon + mse_weight * F.mse_loss(reconstruction.float(), video.float())
+        recon = recon + mse_weight * weigh((reconstruction - video).pow(2))
     kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
     return recon + kl_weight * kl, {"recon": recon.detach(), "kl": kl.detach()}

@@ -257,7 +257,8 @@ class Trainer:
         gen = self._batch_randomness()
         gen = torch.Generator().manual_seed(gen.initial_seed() + self.accelerator.process_index)
         recon, posterior = self.model(video, gen)
-        loss, _ = vae_loss(recon, video, posterior, self.cfg["train"]["kl_weight"], self.cfg["train"]["mse_weight"])
+        t = self.cfg["train"]
+        loss, _ = vae_loss(recon, video, posterior, t["kl_weight"], t["mse_weight"], t["foreground_weight"])
         return loss
 
     # ------------------------------------------------------------------------------------------
