@@ -229,3 +229,48 @@ def test_bad_config_is_rejected():
         CausalVideoVAE(base_dim=4, temporal_downsample=[True, True])
     with pytest.raises(ValueError, match=r"latents_mean needs one value per latent channel \(z_dim = 4\); got 16"):
         CausalVideoVAE(base_dim=4, z_dim=4)
+
+
+def test_group_norm_variant_streams_exactly_and_learns_a_small_object():
+    """norm_type="group": per-frame GroupNorm, still causal (streaming == full sequence), saved and reloaded by its
+    config; no diffusers export. Trained from scratch on a square on black it gets the square's pixels far closer
+    in 60 steps than the Wan RMS-norm VAE of the same size (the reason the shapes default uses it)."""
+    import torch.nn.functional as F
+
+    from videogen.models.vae_blocks import FrameGroupNorm
+
+    def make(norm_type):
+        torch.manual_seed(0)
+        return CausalVideoVAE(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                              temporal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+                              norm_type=norm_type)
+
+    vae = perturb_parameters(make("group"), seed=5).eval()
+    assert any(isinstance(m, FrameGroupNorm) for m in vae.modules())
+    x = randn(1, 3, 9, 32, 32, seed=6)
+    with torch.no_grad():
+        z_stream, z_full = (vae.encode(x, streaming=s).latent_dist.mode() for s in (True, False))
+        y_stream, y_full = (vae.decode(z_stream, streaming=s).sample for s in (True, False))
+    assert max_abs_diff(z_stream, z_full) < 1e-5 and max_abs_diff(y_stream, y_full) < 1e-5
+    with pytest.raises(ValueError, match="norm_type='rms'"):
+        vae.to_diffusers_state_dict()
+    with pytest.raises(ValueError, match="norm_type"):
+        make("layer")
+
+    square = -torch.ones(1, 3, 1, 32, 32)
+    square[:, 0, :, 10:18, 10:18] = 1.0
+    inside = square[:, :1] > 0
+
+    def object_error(norm_type, steps=60):
+        model = make(norm_type)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(steps):
+            y = model.decode(model.encode(square, streaming=False).latent_dist.mode(), streaming=False, clamp=False).sample
+            loss = F.l1_loss(y, square) + F.mse_loss(y, square)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (y - square).abs().mean(1, keepdim=True)[inside].mean().item()
+
+    group, rms = object_error("group"), object_error("rms")
+    assert group < 0.7 * rms, (group, rms)  # measured 0.36 vs 0.62

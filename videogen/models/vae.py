@@ -31,6 +31,7 @@ from videogen.models.vae_blocks import (
     CausalConv3d,
     ChannelRMSNorm,
     Downsample,
+    FrameGroupNorm,
     MidBlock,
     Stage,
     Upsample,
@@ -120,6 +121,15 @@ def blend_tiles(rows: list[list[torch.Tensor]], stride: tuple[int, int], overlap
     return torch.cat(out_rows, dim=-2)
 
 
+def swap_norms(module: nn.Module) -> None:
+    """Replace every ``ChannelRMSNorm`` under ``module`` by a ``FrameGroupNorm`` of the same width, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ChannelRMSNorm):
+            setattr(module, name, FrameGroupNorm(child.gamma.shape[0]))
+        else:
+            swap_norms(child)
+
+
 class CausalVideoVAE(ModelMixin, ConfigMixin):
     """The Wan2.1 video VAE at any size.
 
@@ -129,6 +139,10 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         dim_mult: channel multiplier per stage; ``len(dim_mult)-1`` stages downsample 2x in space.
         num_res_blocks: residual blocks per encoder stage (the decoder has one more).
         attn_scales: must be empty (Wan2.1 has attention only in the mid blocks).
+        norm_type: ``"rms"`` (Wan2.1's per-pixel channel RMS norm; what public weights need) or ``"group"``
+            (``FrameGroupNorm``). Trained from scratch at small sizes, the RMS-norm VAE keeps flat backgrounds but
+            does not learn small objects (measured in configs/shapes-vae.yaml); the group norm learns them in tens
+            of steps. ``from_wan`` / diffusers export need ``"rms"``.
         temporal_downsample: per downsampling stage, whether it also halves time.
         dropout: dropout inside the residual blocks.
         latents_mean, latents_std: per-channel latent statistics for ``normalize_latents``.
@@ -150,8 +164,11 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
         latents_mean: Sequence[float] = WAN_LATENTS_MEAN,
         latents_std: Sequence[float] = WAN_LATENTS_STD,
+        norm_type: str = "rms",
     ) -> None:
         super().__init__()
+        if norm_type not in ("rms", "group"):
+            raise ValueError(f"norm_type must be 'rms' (Wan2.1) or 'group'; got {norm_type!r}")
         if len(attn_scales):
             raise ValueError(f"attn_scales must be empty (Wan2.1 uses attention only in the mid blocks); got {attn_scales}")
         if len(temporal_downsample) != len(dim_mult) - 1:
@@ -167,6 +184,8 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         self.quant_conv = nn.Conv3d(2 * z_dim, 2 * z_dim, 1)
         self.post_quant_conv = nn.Conv3d(z_dim, z_dim, 1)
         self.decoder = Decoder(base_dim, z_dim, dim_mult, num_res_blocks, temporal_downsample[::-1], dropout)
+        if norm_type == "group":
+            swap_norms(self)
 
         self.use_streaming = True
         self.use_tiling = False
@@ -364,4 +383,6 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         """This model's weights under diffusers ``AutoencoderKLWan`` key names."""
         from videogen.convert.wan_vae import vae_state_dict_to_diffusers
 
+        if self.config.norm_type != "rms":
+            raise ValueError("only norm_type='rms' VAEs have a diffusers AutoencoderKLWan equivalent")
         return vae_state_dict_to_diffusers(self.state_dict(), config=dict(self.config))

@@ -9,6 +9,8 @@ resampling layers implement Wan's "first frame is special" rule in both forms.
 
 from __future__ import annotations
 
+import math
+
 from typing import Optional
 
 import torch
@@ -80,6 +82,23 @@ class ChannelRMSNorm(nn.Module):
         low_precision = x.dtype in (torch.float16, torch.bfloat16)  # normalise in fp32 there, as the reference does
         normed = F.normalize(x.float() if low_precision else x, dim=1).to(x.dtype)
         return normed * self.scale * self.gamma
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over each frame on its own (``[B, C, T, H, W]`` or ``[N, C, H, W]``): causal, so streaming and
+    full-sequence paths stay equal. The alternative to ``ChannelRMSNorm`` for small VAEs trained from scratch: it
+    subtracts each frame's mean, so a small object on a flat background is not drowned by the constant component
+    (``CausalVideoVAE(norm_type="group")``)."""
+
+    def __init__(self, dim: int, groups: int = 8) -> None:
+        super().__init__(math.gcd(dim, groups), dim, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return super().forward(x)
+        b, c, t, h, w = x.shape
+        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.reshape(b, t, c, h, w).transpose(1, 2)
 
 
 class ResBlock(nn.Module):
