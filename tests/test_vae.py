@@ -232,8 +232,8 @@ def test_bad_config_is_rejected():
 
 
 def test_group_norm_variant_streams_exactly_and_learns_a_small_object():
-    """norm_type="group": per-frame GroupNorm, still causal (streaming == full sequence), saved and reloaded by its
-    config; no diffusers export. Trained from scratch on a square on black it gets the square's pixels far closer
+    """norm_type="group": per-frame GroupNorm, still causal (streaming == full sequence); no diffusers export.
+    Trained from scratch on a square on black it gets the square's pixels far closer
     in 60 steps than the Wan RMS-norm VAE of the same size (the reason the shapes default uses it)."""
     import torch.nn.functional as F
 
