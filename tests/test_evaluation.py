@@ -186,6 +186,18 @@ def test_videogen_eval_end_to_end(tmp_path, capsys):
     ceiling = result["summary"]["ceiling"]
     assert all(ceiling[f"{k}_accuracy"] == 100.0 for k in ("color", "shape", "count", "motion"))
     assert len(result["records"]["model"]) == len(result["records"]["ceiling"]) == 2
+    # the VAE column: the same ground truth through the pipeline's (untrained) VAE, scored the same way
+    from videogen.evaluation.evaluate import score_clips, vae_round_trip
+    from videogen.evaluation.metrics import summarize
+
+    pipe = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    prompts = result["config"]["prompts"]
+    truth = ground_truth_clips(prompts, [0], 5, 32, 32)
+    round_trips = [vae_round_trip(pipe.vae, c) for c in truth]
+    assert round_trips[0].shape == truth[0].shape and not np.array_equal(round_trips[0], truth[0])
+    expected = summarize(score_clips(prompts, [0], round_trips))
+    assert result["summary"]["vae"]["color_accuracy"] == expected["color_accuracy"]
+    assert "VAE round trip" in text
     assert result["config"]["num_inference_steps"] == 1 and result["config"]["stg_scale"] == 1.0
     assert set(result["ratios"]) == {"color_accuracy", "shape_accuracy", "count_accuracy", "motion_accuracy",
                                      "diversity"}

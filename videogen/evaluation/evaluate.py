@@ -144,16 +144,19 @@ def to_uint8(video) -> np.ndarray:
     return np.round(np.clip(video, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def vae_round_trip(vae, image: np.ndarray) -> np.ndarray:
-    """``image`` (uint8 ``[H, W, 3]``) encoded as a 1-frame video by ``vae`` (posterior mode) and decoded back."""
+def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """``frames`` (uint8 ``[H, W, 3]`` image or ``[F, H, W, 3]`` clip) encoded by ``vae`` (posterior mode) and
+    decoded back, in the same shape: what the VAE alone keeps of a frame or clip."""
     import torch
 
-    x = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1
+    clip = frames[None] if frames.ndim == 3 else frames
+    x = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     param = next(vae.parameters())
     with torch.no_grad():
         z = vae.encode(x.to(param.device, param.dtype)).latent_dist.mode()
-        y = vae.decode(z).sample[0, :, 0].float().clamp(-1, 1)
-    return to_uint8(((y + 1) / 2).permute(1, 2, 0).cpu().numpy())
+        y = vae.decode(z).sample[0].float().clamp(-1, 1)
+    out = to_uint8(((y + 1) / 2).permute(1, 2, 3, 0).cpu().numpy())
+    return out[0] if frames.ndim == 3 else out
 
 
 def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
@@ -225,16 +228,18 @@ def ratios(model: dict, ceiling: dict) -> dict:
     return out
 
 
-def format_table(model: dict, ceiling: dict) -> str:
-    """The stdout table: metric | model | ceiling | model/ceiling."""
+def format_table(model: dict, ceiling: dict, vae: dict | None = None) -> str:
+    """The stdout table: metric | model | ceiling | model/ceiling, plus the ground truth through the VAE when
+    ``vae`` is given (what the pipeline's decoder can show at best)."""
     fmt = lambda v, nd=3: "-" if v is None else f"{v:.{nd}f}"  # noqa: E731
     r = ratios(model, ceiling)
-    lines = [f"{'metric':<32} {'model':>9} {'ceiling':>9} {'model/ceiling':>14}", "-" * 67]
+    head = f"{'metric':<32} {'model':>9} {'ceiling':>9} {'model/ceiling':>14}"
+    lines = [head + (f" {'VAE round trip':>15}" if vae else ""), "-" * (67 + (16 if vae else 0))]
     rows = TABLE_ROWS + [row for row in I2V_ROWS if model.get(row[0]) is not None]
     for key, label, _ in rows:
         nd = 1 if key.endswith("accuracy") or key.endswith("psnr") else 3
-        lines.append(f"{label:<32} {fmt(model.get(key), nd):>9} {fmt(ceiling.get(key), nd):>9} "
-                     f"{fmt(r.get(key), 2):>14}")
+        line = f"{label:<32} {fmt(model.get(key), nd):>9} {fmt(ceiling.get(key), nd):>9} {fmt(r.get(key), 2):>14}"
+        lines.append(line + (f" {fmt(vae.get(key), nd):>15}" if vae else ""))
     return "\n".join(lines)
 
 
@@ -279,9 +284,12 @@ def write_contact_sheets(out_dir: Path, records, model_clips, truth_clips, fps: 
 
 def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
              num_inference_steps: int = 20, guidance=None, out_dir=None, config: dict | None = None,
-             progress: bool = True, task: str = "t2v") -> dict:
+             progress: bool = True, task: str = "t2v", vae_ceiling: bool = True) -> dict:
     """Evaluate ``pipe`` and the rendered ceiling on ``prompts`` x ``seeds``; write ``eval.json`` and the contact
     sheets to ``out_dir`` (when given), print the table, and return the ``eval.json`` dict.
+
+    ``vae_ceiling``: also score the ground-truth clips after a round trip through ``pipe.vae`` (summary ``vae``):
+    a generated clip is decoded by that VAE, so this is the most the pipeline can show.
 
     ``task="i2v"``: the pipeline (an ``ImageToVideoPipeline``) animates each ground-truth clip's first frame;
     the records add first-frame PSNR and the VAE round-trip PSNR (see ``evaluate_pipeline``)."""
@@ -295,14 +303,19 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
     truth_records = score_clips(prompts, seeds, truth_clips)
     div_model, div_truth = diversity_by_prompt(model_records, model_clips), diversity_by_prompt(truth_records, truth_clips)
     model, ceiling = summarize(model_records, div_model), summarize(truth_records, div_truth)
+    vae = None
+    if vae_ceiling:
+        vae_clips = [vae_round_trip(pipe.vae, clip) for clip in truth_clips]
+        vae_records = score_clips(prompts, seeds, vae_clips)
+        vae = summarize(vae_records, diversity_by_prompt(vae_records, vae_clips))
     result = dict(
         config=dict(config or {}, task=task, prompts=prompts, seeds=seeds, height=height, width=width,
                     num_frames=num_frames,
                     num_inference_steps=num_inference_steps, guidance=repr(guidance)),
-        summary=dict(model=model, ceiling=ceiling), ratios=ratios(model, ceiling),
+        summary=dict(model=model, ceiling=ceiling, **({"vae": vae} if vae else {})), ratios=ratios(model, ceiling),
         diversity=dict(model=div_model, ceiling=div_truth), records=dict(model=model_records, ceiling=truth_records),
     )
-    print(format_table(model, ceiling))
+    print(format_table(model, ceiling, vae))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -339,6 +352,8 @@ def add_cli(subparsers):
     p.add_argument("--num-frames", dest="num_frames", type=int, default=17, help="1 + 4k frames")
     p.add_argument("--out", default="eval", help="output folder (eval.json, contact_sheet.png/.gif)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-vae-ceiling", dest="vae_ceiling", action="store_false",
+                   help="skip scoring the ground truth after a round trip through the pipeline's VAE")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_eval)
     return p
@@ -366,5 +381,5 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             Guidance(*guiders), args.out, config, args.progress, args.task)
+             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling)
     return 0
