@@ -121,8 +121,7 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     if name in ("WanPipeline", "WanImageToVideoPipeline"):
         pipe = cls.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
     else:
-        pipe = cls.from_pretrained(model)
-        pipe.to(torch.float32)  # weights stored in half precision (a shipped checkpoint) compute in fp32
+        pipe = cls.from_pretrained(model, dtype=torch.float32)  # half-stored weights (shipped checkpoints) in fp32
         if dtype != "float32":
             from videogen.convert.wan import cast_keeping_fp32
 
