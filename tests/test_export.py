@@ -16,9 +16,12 @@ def test_export_then_generate_and_detect_corruption(tmp_path, capsys):
 
     _, parts = tiny_pipeline_parts(tmp_path)
     TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
-    defaults = {"height": 32, "width": 48, "num_frames": 5, "steps": 2, "guidance_scale": 3.0, "fps": 8}
+    # the source's own generation_config.json (the trainer writes one) is kept and updated by --generation-config
+    (tmp_path / "pipe" / "generation_config.json").write_text(json.dumps({"max_sequence_length": 12, "height": 64}))
+    given = {"height": 32, "width": 48, "num_frames": 5, "steps": 2, "guidance_scale": 3.0, "fps": 8}
+    defaults = dict(given, max_sequence_length=12)
     assert main(["export", "--model", str(tmp_path / "pipe"), "--out", str(tmp_path / "ship"),
-                 "--generation-config", json.dumps(defaults)]) == 0
+                 "--generation-config", json.dumps(given)]) == 0
     ship = tmp_path / "ship"
     assert "MiB" in capsys.readouterr().out
     weights = sorted(ship.rglob("*.safetensors"))
@@ -30,13 +33,20 @@ def test_export_then_generate_and_detect_corruption(tmp_path, capsys):
     listed = [line.split("  ")[1] for line in (ship / "SHA256SUMS").read_text().splitlines()]
     assert "model_index.json" in listed and "transformer/diffusion_pytorch_model.safetensors" in listed
 
-    # The shipped copy generates with its own defaults (size, frames, steps) in fp32, close to the fp32 original.
+    # The shipped copy generates with its own defaults (size, frames, steps, text length) in fp32, close to the
+    # fp32 original.
     out = tmp_path / "a.mp4"
     assert main(["generate", "a red circle moving left", "-o", str(out), "--model", str(ship)]) == 0
     assert load_video(out).shape == (5, 32, 48, 3)
     from videogen.cli import load_pipeline
 
     half, full = load_pipeline(ship), load_pipeline(tmp_path / "pipe")
+    gen = dict(prompt="a red circle moving left", height=32, width=48, num_frames=5, num_inference_steps=2,
+               guidance_scale=3.0, output_type="np")
+    frames = {n: (half(generator=torch.Generator().manual_seed(0), max_sequence_length=n, **gen).frames[0]
+                  .clip(0, 1) * 255).round() for n in (12, 512)}
+    written = load_video(out).astype(np.float64)
+    assert np.abs(written - frames[12]).mean() < np.abs(written - frames[512]).mean()  # it used 12 text tokens
     assert half.transformer.dtype == torch.float32
     kw = dict(prompt="a red circle", height=32, width=48, num_frames=5, num_inference_steps=2, output_type="latent")
     a = half(generator=torch.Generator().manual_seed(0), **kw).frames

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+import yaml
 from safetensors.torch import load_file
 
 from videogen.io import save_video
@@ -265,6 +266,13 @@ def test_validation_videos_and_tensorboard(tmp_path, data):
     assert load_video(videos[0]).shape == (5, 32, 32, 3)
     assert list((tmp_path / "run").rglob("events.out.tfevents.*")), "tensorboard wrote no event file"
     assert (tmp_path / "run" / "final" / "model_index.json").exists()
+    # what it was trained at, for generate / eval / export (the text length matters: see videogen/cli.py)
+    trained = json.loads((tmp_path / "run" / "final" / "generation_config.json").read_text())
+    cfg = yaml.safe_load(config.read_text())
+    from videogen.training.config import DEFAULTS
+
+    text_length = cfg.get("data", {}).get("max_sequence_length", DEFAULTS["data"]["max_sequence_length"])
+    assert trained == {"height": 32, "width": 32, "num_frames": 5, "max_sequence_length": text_length}
 
 
 def test_training_options_and_text_encoder_training(tmp_path, data):

@@ -93,7 +93,8 @@ def cmd_info(args) -> int:
 
 
 GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
-                           stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None)
+                           stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
+                           max_sequence_length=512)
 
 
 IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
@@ -191,6 +192,7 @@ def cmd_generate(args) -> int:
         width=pick("width"),
         num_frames=pick("num_frames"),
         num_inference_steps=pick("steps"),
+        max_sequence_length=pick("max_sequence_length"),
         guidance=Guidance(*guiders),
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         output_type="np",
@@ -244,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--fps", type=float)
     gen.add_argument("--scheduler", choices=["unipc", "euler"], help="default: the checkpoint's own")
+    gen.add_argument("--max-sequence-length", dest="max_sequence_length", type=int, default=None,
+                     help="text tokens, padded (default: the checkpoint's generation_config, else Wan's 512; a model "
+                          "samples best at the length it was trained with)")
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=cmd_generate)

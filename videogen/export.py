@@ -12,7 +12,8 @@ DTYPES = ("bfloat16", "float16", "float32")
 def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | None = None) -> Path:
     """Write the pipeline at ``src`` to ``dst`` with every weight stored as ``dtype`` (loading upcasts again:
     ``videogen generate`` computes in fp32 on a CPU), ``generation_config.json`` (the defaults ``videogen
-    generate`` uses for this model) when given, and ``SHA256SUMS`` (checked on every load). ``dst`` is replaced
+    generate`` uses for this model: ``src``'s own, such as the trainer's size and text length, updated by
+    ``generation_config``), and ``SHA256SUMS`` (checked on every load). ``dst`` is replaced
     atomically: written beside it, then renamed."""
     import torch
 
@@ -30,8 +31,10 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    if generation_config:
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
+    own = src / "generation_config.json"
+    merged = dict(json.loads(own.read_text()) if own.exists() else {}, **(generation_config or {}))
+    if merged:
+        (tmp / "generation_config.json").write_text(json.dumps(merged, indent=2) + "\n")
     write_checksums(tmp)
     if dst.exists():
         shutil.rmtree(dst)

@@ -160,7 +160,8 @@ def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
 
 
 def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
-                      num_inference_steps: int = 20, guidance=None, progress: bool = True, images=None):
+                      num_inference_steps: int = 20, guidance=None, progress: bool = True, images=None,
+                      max_sequence_length: int = 512):
     """Generate every prompt with every seed (``torch.Generator`` seeded with the seed) and score the clips.
 
     ``images`` (image-to-video): one uint8 ``[H, W, 3]`` first frame per (prompt, seed), prompt-major; each
@@ -184,7 +185,7 @@ def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, n
             kwargs["image"] = images[k]
         out = pipe(prompt=prompt, height=height, width=width, num_frames=num_frames,
                    num_inference_steps=num_inference_steps, generator=torch.Generator("cpu").manual_seed(int(seed)),
-                   output_type="np", **kwargs)
+                   max_sequence_length=max_sequence_length, output_type="np", **kwargs)
         clip = to_uint8(out.frames[0])
         record = dict(prompt=prompt, seed=int(seed), **score_clip(clip, prompt))
         if images is not None:
@@ -284,7 +285,8 @@ def write_contact_sheets(out_dir: Path, records, model_clips, truth_clips, fps: 
 
 def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
              num_inference_steps: int = 20, guidance=None, out_dir=None, config: dict | None = None,
-             progress: bool = True, task: str = "t2v", vae_ceiling: bool = True) -> dict:
+             progress: bool = True, task: str = "t2v", vae_ceiling: bool = True,
+             max_sequence_length: int = 512) -> dict:
     """Evaluate ``pipe`` and the rendered ceiling on ``prompts`` x ``seeds``; write ``eval.json`` and the contact
     sheets to ``out_dir`` (when given), print the table, and return the ``eval.json`` dict.
 
@@ -299,7 +301,8 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
     truth_clips = ground_truth_clips(prompts, seeds, num_frames, height, width)
     images = [clip[0] for clip in truth_clips] if task == "i2v" else None
     model_records, model_clips = evaluate_pipeline(pipe, prompts, seeds, height, width, num_frames,
-                                                   num_inference_steps, guidance, progress, images)
+                                                   num_inference_steps, guidance, progress, images,
+                                                   max_sequence_length)
     truth_records = score_clips(prompts, seeds, truth_clips)
     div_model, div_truth = diversity_by_prompt(model_records, model_clips), diversity_by_prompt(truth_records, truth_clips)
     model, ceiling = summarize(model_records, div_model), summarize(truth_records, div_truth)
@@ -310,7 +313,7 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
         vae = summarize(vae_records, diversity_by_prompt(vae_records, vae_clips))
     result = dict(
         config=dict(config or {}, task=task, prompts=prompts, seeds=seeds, height=height, width=width,
-                    num_frames=num_frames,
+                    num_frames=num_frames, max_sequence_length=max_sequence_length,
                     num_inference_steps=num_inference_steps, guidance=repr(guidance)),
         summary=dict(model=model, ceiling=ceiling, **({"vae": vae} if vae else {})), ratios=ratios(model, ceiling),
         diversity=dict(model=div_model, ceiling=div_truth), records=dict(model=model_records, ceiling=truth_records),
@@ -352,6 +355,8 @@ def add_cli(subparsers):
     p.add_argument("--num-frames", dest="num_frames", type=int, default=17, help="1 + 4k frames")
     p.add_argument("--out", default="eval", help="output folder (eval.json, contact_sheet.png/.gif)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-sequence-length", dest="max_sequence_length", type=int, default=None,
+                   help="text tokens (default: the model's generation_config.json, else 512)")
     p.add_argument("--no-vae-ceiling", dest="vae_ceiling", action="store_false",
                    help="skip scoring the ground truth after a round trip through the pipeline's VAE")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -361,7 +366,7 @@ def add_cli(subparsers):
 
 def cmd_eval(args) -> int:
     """Run ``videogen eval`` from parsed arguments."""
-    from videogen.cli import load_pipeline
+    from videogen.cli import generation_defaults, load_pipeline
     from videogen.guidance import CFG, STG, Guidance
 
     model = Path(args.model)
@@ -380,6 +385,7 @@ def cmd_eval(args) -> int:
     if (args.task == "i2v") != is_i2v:
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
+    text_length = args.max_sequence_length or generation_defaults(model)["max_sequence_length"]
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling)
+             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling, text_length)
     return 0

@@ -355,6 +355,12 @@ class Trainer:
             cls = ImageToVideoPipeline if self.cfg["train"]["i2v"] else TextToVideoPipeline
             cls(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
                 transformer=model, vae=self.vae, scheduler=self.parts["scheduler"]).save_pretrained(final)
+            # What it was trained at, for `videogen generate` / `eval` / `export`: the text length matters most (a
+            # model trained on 40 padded tokens sees its prompt diluted among 512 at Wan's default).
+            d = self.cfg["data"]
+            (final / "generation_config.json").write_text(json.dumps(dict(
+                height=d["height"], width=d["width"], num_frames=d["num_frames"],
+                max_sequence_length=d["max_sequence_length"]), indent=2) + "\n")
         return final
 
     # ------------------------------------------------------------------------------------------
