@@ -1,0 +1,79 @@
+"""The README's first command, timed: `videogen generate` with the embedded default model, end to end (a fresh
+process: imports, checksum check, load, sampling, decode, mp4 write), plus an in-process breakdown by stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "a red circle moving to the right on a black background"
+
+
+def end_to_end(repeats: int, model: Path) -> list[float]:
+    """Wall seconds of ``repeats`` fresh ``videogen generate PROMPT -o out.mp4`` processes (default model)."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            cmd = [sys.executable, "-m", "videogen.cli", "generate", PROMPT, "-o", f"{tmp}/out{i}.mp4",
+                   "--model", str(model)]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def breakdown(model: Path) -> dict:
+    """Seconds per stage in one process: imports, load (with checksums), text encoding + sampling, decode, write."""
+    t0 = time.perf_counter()
+    import torch
+
+    from videogen.cli import generation_defaults, load_pipeline
+    from videogen.io import save_video
+
+    t1 = time.perf_counter()
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    t2 = time.perf_counter()
+    d = generation_defaults(model)
+    latents = pipe(PROMPT, height=d["height"], width=d["width"], num_frames=d["num_frames"],
+                   num_inference_steps=d["steps"], guidance_scale=d["guidance_scale"],
+                   max_sequence_length=d["max_sequence_length"], generator=torch.Generator().manual_seed(0),
+                   output_type="latent").frames
+    t3 = time.perf_counter()
+    with torch.no_grad():
+        video = pipe.vae.decode(pipe.vae.denormalize_latents(latents)).sample
+    frames = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).numpy()
+    t4 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_video(frames, f"{tmp}/out.mp4", fps=d["fps"])
+    t5 = time.perf_counter()
+    return dict(imports=t1 - t0, load=t2 - t1, sample=t3 - t2, decode=t4 - t3, write=t5 - t4,
+                steps=d["steps"], frames=d["num_frames"], size=f"{d['height']}x{d['width']}")
+
+
+def main() -> None:
+    """Print the end-to-end median and the in-process breakdown."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--model", default=str(ROOT / "checkpoints" / "shapes-t2v"))
+    args = p.parse_args()
+    model = Path(args.model)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    times = end_to_end(args.repeats, model)
+    print(f"videogen generate (fresh process, default model): median {statistics.median(times):.2f} s, "
+          f"min {min(times):.2f} s, max {max(times):.2f} s over {len(times)} runs")
+    parts = breakdown(model)
+    print("in-process breakdown: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}"
+                                                for k, v in parts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The embedded default models in checkpoints/: layout, size, integrity, and generation through the CLI."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from videogen.cli import main
+from videogen.integrity import verify_checkpoint
+from videogen.io import load_video
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+T2V, I2V = CHECKPOINTS / "shapes-t2v", CHECKPOINTS / "shapes-i2v"
+PROMPT = "a red circle moving to the right on a black background"
+
+
+@pytest.mark.parametrize("model", [T2V, I2V], ids=["t2v", "i2v"])
+def test_layout_size_and_checksums(model):
+    index = json.loads((model / "model_index.json").read_text())
+    for part in ("vae", "transformer", "text_encoder", "tokenizer", "scheduler"):
+        assert part in index and (model / part).is_dir(), part
+    weights = sorted(model.rglob("*.safetensors"))
+    assert {w.parent.name for w in weights} == {"vae", "transformer", "text_encoder"}
+    for path in weights:
+        with safe_open(path, framework="pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}, path
+    total = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    assert total <= 40 * 10**6, f"{model.name} is {total / 1e6:.1f} MB"
+    assert verify_checkpoint(model) == len((model / "SHA256SUMS").read_text().splitlines())
+
+
+def test_generate_uses_the_default_and_writes_a_real_mp4(tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["generate", PROMPT, "-o", str(out), "--steps", "3"]) == 0  # no --model: the embedded default
+    assert capsys.readouterr().out.strip().endswith("out.mp4")
+    defaults = json.loads((T2V / "generation_config.json").read_text())
+    frames = load_video(out)
+    assert frames.shape == (defaults["num_frames"], defaults["height"], defaults["width"], 3)
+    assert defaults["num_frames"] >= 17 and min(defaults["height"], defaults["width"]) >= 64
+
+
+def test_image_to_video_default_animates_a_rendered_frame(tmp_path):
+    from videogen.evaluation.evaluate import ground_truth_clips
+
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.fromarray(ground_truth_clips([PROMPT], [0])[0][0]).save(image)
+    out = tmp_path / "i2v.mp4"
+    assert main(["generate", PROMPT, "--image", str(image), "-o", str(out), "--model", str(I2V), "--steps", "3"]) == 0
+    assert load_video(out).shape == (17, 64, 64, 3)
+
+
+def test_a_corrupted_copy_is_refused_naming_the_file(tmp_path, capsys):
+    copy = tmp_path / "shapes-t2v"
+    shutil.copytree(T2V, copy)
+    target = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    target.write_bytes(bytes(data))
+    assert main(["generate", PROMPT, "-o", str(tmp_path / "x.mp4"), "--model", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "vae/diffusion_pytorch_model.safetensors is corrupted" in err
+    assert not (tmp_path / "x.mp4").exists()
