@@ -36,6 +36,7 @@ def breakdown(model: Path) -> dict:
     import torch
 
     from videogen.cli import generation_defaults, load_pipeline
+    from videogen.guidance import CFG, STG, Guidance
     from videogen.io import save_video
 
     t1 = time.perf_counter()
@@ -43,8 +44,11 @@ def breakdown(model: Path) -> dict:
     pipe.set_progress_bar_config(disable=True)
     t2 = time.perf_counter()
     d = generation_defaults(model)
+    guiders = [CFG(d["guidance_scale"])]
+    if d["stg_scale"] > 0:  # the checkpoint's defaults, as `videogen generate` builds them
+        guiders.append(STG(d["stg_scale"], blocks=d["stg_blocks"], mode=d["stg_mode"]))
     latents = pipe(PROMPT, height=d["height"], width=d["width"], num_frames=d["num_frames"],
-                   num_inference_steps=d["steps"], guidance_scale=d["guidance_scale"],
+                   num_inference_steps=d["steps"], guidance=Guidance(*guiders),
                    max_sequence_length=d["max_sequence_length"], generator=torch.Generator().manual_seed(0),
                    output_type="latent").frames
     t3 = time.perf_counter()
@@ -56,7 +60,8 @@ def breakdown(model: Path) -> dict:
         save_video(frames, f"{tmp}/out.mp4", fps=d["fps"])
     t5 = time.perf_counter()
     return dict(imports=t1 - t0, load=t2 - t1, sample=t3 - t2, decode=t4 - t3, write=t5 - t4,
-                steps=d["steps"], frames=d["num_frames"], size=f"{d['height']}x{d['width']}")
+                steps=d["steps"], frames=d["num_frames"], size=f"{d['height']}x{d['width']}",
+                guidance=repr(Guidance(*guiders)))
 
 
 def main() -> None:
