@@ -170,6 +170,9 @@ def test_videogen_eval_end_to_end(tmp_path, capsys):
 
     _, parts = tiny_pipeline_parts(tmp_path)
     TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    # unset guidance and text length come from the model's own generation defaults, as in `videogen generate`
+    (tmp_path / "pipe" / "generation_config.json").write_text(
+        json.dumps({"guidance_scale": 2.0, "stg_blocks": [1], "max_sequence_length": 16}))
     (tmp_path / "prompts.txt").write_text("a red circle moving to the left on a gray background\n\n"
                                           "# a comment\na blue square staying still on a black background\n")
     from videogen.cli import main
@@ -199,6 +202,8 @@ def test_videogen_eval_end_to_end(tmp_path, capsys):
     assert result["summary"]["vae"]["color_accuracy"] == expected["color_accuracy"]
     assert "VAE round trip" in text
     assert result["config"]["num_inference_steps"] == 1 and result["config"]["stg_scale"] == 1.0
+    assert (result["config"]["guidance_scale"], result["config"]["stg_blocks"]) == (2.0, [1])
+    assert result["config"]["max_sequence_length"] == 16 and result["config"]["stg_mode"] == "block"
     assert set(result["ratios"]) == {"color_accuracy", "shape_accuracy", "count_accuracy", "motion_accuracy",
                                      "diversity"}
     sheet = load_video(out / "contact_sheet.gif")

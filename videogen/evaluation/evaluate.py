@@ -345,11 +345,12 @@ def add_cli(subparsers):
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     p.add_argument("--seeds", type=int, default=4, help="seeds per prompt (0..N-1)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
-    p.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=5.0, help="CFG scale (<= 1: off)")
-    p.add_argument("--stg-scale", dest="stg_scale", type=float, default=0.0, help="STG scale (0: off)")
-    p.add_argument("--stg-blocks", dest="stg_blocks", type=lambda s: [int(v) for v in s.split(",")], default=[2],
+    # Guidance defaults: the model's generation_config.json (what `videogen generate` uses), else CFG 5, no STG.
+    p.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None, help="CFG scale (<= 1: off)")
+    p.add_argument("--stg-scale", dest="stg_scale", type=float, default=None, help="STG scale (0: off)")
+    p.add_argument("--stg-blocks", dest="stg_blocks", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="comma-separated block indices STG perturbs")
-    p.add_argument("--stg-mode", dest="stg_mode", choices=["block", "attention"], default="block")
+    p.add_argument("--stg-mode", dest="stg_mode", choices=["block", "attention"], default=None)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--num-frames", dest="num_frames", type=int, default=17, help="1 + 4k frames")
@@ -375,6 +376,10 @@ def cmd_eval(args) -> int:
     prompts = load_prompts(args.prompts)[: args.limit]
     if args.seeds < 1 or not prompts:
         raise ValueError("need at least one prompt and one seed")
+    defaults = generation_defaults(model)
+    for name in ("guidance_scale", "stg_scale", "stg_blocks", "stg_mode", "max_sequence_length"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
     guiders = [CFG(args.guidance_scale)]
     if args.stg_scale > 0:
         guiders.append(STG(args.stg_scale, blocks=args.stg_blocks, mode=args.stg_mode))
@@ -385,7 +390,6 @@ def cmd_eval(args) -> int:
     if (args.task == "i2v") != is_i2v:
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
-    text_length = args.max_sequence_length or generation_defaults(model)["max_sequence_length"]
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling, text_length)
+             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling, args.max_sequence_length)
     return 0
