@@ -36,7 +36,7 @@ def breakdown(model: Path) -> dict:
     import torch
 
     from videogen.cli import generation_defaults, load_pipeline
-    from videogen.guidance import CFG, STG, Guidance
+    from videogen.guidance import cfg_stg
     from videogen.io import save_video
 
     t1 = time.perf_counter()
@@ -44,11 +44,9 @@ def breakdown(model: Path) -> dict:
     pipe.set_progress_bar_config(disable=True)
     t2 = time.perf_counter()
     d = generation_defaults(model)
-    guiders = [CFG(d["guidance_scale"])]
-    if d["stg_scale"] > 0:  # the checkpoint's defaults, as `videogen generate` builds them
-        guiders.append(STG(d["stg_scale"], blocks=d["stg_blocks"], mode=d["stg_mode"]))
+    guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])  # as `generate` does
     latents = pipe(PROMPT, height=d["height"], width=d["width"], num_frames=d["num_frames"],
-                   num_inference_steps=d["steps"], guidance=Guidance(*guiders),
+                   num_inference_steps=d["steps"], guidance=guidance,
                    max_sequence_length=d["max_sequence_length"], generator=torch.Generator().manual_seed(0),
                    output_type="latent").frames
     t3 = time.perf_counter()
@@ -61,7 +59,7 @@ def breakdown(model: Path) -> dict:
     t5 = time.perf_counter()
     return dict(imports=t1 - t0, load=t2 - t1, sample=t3 - t2, decode=t4 - t3, write=t5 - t4,
                 steps=d["steps"], frames=d["num_frames"], size=f"{d['height']}x{d['width']}",
-                guidance=repr(Guidance(*guiders)))
+                guidance=repr(guidance))
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-import yaml
 from safetensors.torch import load_file
 
 from videogen.io import save_video

@@ -131,12 +131,14 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     return pipe.to(device)
 
 
-def generation_defaults(model: Path) -> dict:
-    """Defaults for ``generate``: ours, overridden by the checkpoint's ``generation_config.json`` if it has one."""
+def generation_defaults(model: Path, overrides: dict | None = None) -> dict:
+    """Settings for ``generate`` (and ``eval``): ours, overridden by the checkpoint's ``generation_config.json`` if it
+    has one, then by the ``overrides`` (e.g. ``vars(args)``) that name a setting and are not None."""
     defaults = dict(GENERATION_DEFAULTS)
     cfg = model / "generation_config.json"
     if cfg.exists():
         defaults.update(json.loads(cfg.read_text()))
+    defaults.update({k: v for k, v in (overrides or {}).items() if k in GENERATION_DEFAULTS and v is not None})
     return defaults
 
 
@@ -145,7 +147,7 @@ def cmd_generate(args) -> int:
     (default: the embedded one)."""
     import torch
 
-    from videogen.guidance import CFG, STG, Guidance
+    from videogen.guidance import cfg_stg
     from videogen.io import save_video
 
     model = Path(args.model) if args.model else DEFAULT_CHECKPOINT
@@ -173,31 +175,27 @@ def cmd_generate(args) -> int:
         images = {"image": load_image(args.image)}
         if args.last_image is not None:
             images["last_image"] = load_image(args.last_image)
-    d = generation_defaults(model)
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else d[name]  # noqa: E731
+    d = generation_defaults(model, vars(args))
     pipe = load_pipeline(model, args.device, args.dtype)
-    if pick("scheduler"):
+    if d["scheduler"]:
         from pipelines import make_scheduler
 
         shift = pipe.scheduler.config.get("flow_shift", pipe.scheduler.config.get("shift", 3.0))
-        pipe.scheduler = make_scheduler(pick("scheduler"), flow_shift=shift)
-    guiders = [CFG(pick("guidance_scale"))]
-    if pick("stg_scale") > 0:
-        guiders.append(STG(pick("stg_scale"), blocks=pick("stg_blocks"), mode=pick("stg_mode")))
+        pipe.scheduler = make_scheduler(d["scheduler"], flow_shift=shift)
     out = pipe(
         **images,
         prompt=args.prompt,
-        negative_prompt=pick("negative_prompt"),
-        height=pick("height"),
-        width=pick("width"),
-        num_frames=pick("num_frames"),
-        num_inference_steps=pick("steps"),
-        max_sequence_length=pick("max_sequence_length"),
-        guidance=Guidance(*guiders),
+        negative_prompt=d["negative_prompt"],
+        height=d["height"],
+        width=d["width"],
+        num_frames=d["num_frames"],
+        num_inference_steps=d["steps"],
+        max_sequence_length=d["max_sequence_length"],
+        guidance=cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"]),
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         output_type="np",
     )
-    path = save_video(out.frames[0], args.output, fps=pick("fps"))
+    path = save_video(out.frames[0], args.output, fps=d["fps"])
     print(path)
     return 0
 

@@ -272,3 +272,12 @@ class Guidance:
 
     def __repr__(self) -> str:
         return f"Guidance({', '.join(map(repr, self.guiders))})"
+
+
+def cfg_stg(guidance_scale: float, stg_scale: float = 0.0, stg_blocks=(2,), stg_mode: str = "block") -> Guidance:
+    """The guidance a ``generation_config.json`` / the command line names: ``CFG(guidance_scale)``, followed by
+    ``STG(stg_scale, stg_blocks, stg_mode)`` when ``stg_scale > 0``."""
+    guiders: list[Guider] = [CFG(guidance_scale)]
+    if stg_scale > 0:
+        guiders.append(STG(stg_scale, blocks=stg_blocks, mode=stg_mode))
+    return Guidance(*guiders)

@@ -21,7 +21,7 @@ from videogen.data.synthetic import (
     camera_setup, image_geometry, object_radius, object_track, parse_holdout, render_clip, sample_object, shape_extent,
 )
 from videogen.evaluation.metrics import (
-    ACCURACIES, I2V_MEANS, MEANS, diversity, parse_prompt, psnr, score_clip, summarize,
+    ACCURACIES, MEANS, diversity, parse_prompt, psnr, score_clip, summarize,
 )
 
 DEFAULT_BACKGROUND = "gray"
@@ -368,7 +368,7 @@ def add_cli(subparsers):
 def cmd_eval(args) -> int:
     """Run ``videogen eval`` from parsed arguments."""
     from videogen.cli import generation_defaults, load_pipeline
-    from videogen.guidance import CFG, STG, Guidance
+    from videogen.guidance import cfg_stg
 
     model = Path(args.model)
     if not (model / "model_index.json").exists():
@@ -376,20 +376,15 @@ def cmd_eval(args) -> int:
     prompts = load_prompts(args.prompts)[: args.limit]
     if args.seeds < 1 or not prompts:
         raise ValueError("need at least one prompt and one seed")
-    defaults = generation_defaults(model)
-    for name in ("guidance_scale", "stg_scale", "stg_blocks", "stg_mode", "max_sequence_length"):
-        if getattr(args, name) is None:
-            setattr(args, name, defaults[name])
-    guiders = [CFG(args.guidance_scale)]
-    if args.stg_scale > 0:
-        guiders.append(STG(args.stg_scale, blocks=args.stg_blocks, mode=args.stg_mode))
+    d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
+    guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device)
-    config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=args.guidance_scale,
-                  stg_scale=args.stg_scale, stg_blocks=args.stg_blocks, stg_mode=args.stg_mode, device=args.device)
+    config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
+                  stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
     if (args.task == "i2v") != is_i2v:
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             Guidance(*guiders), args.out, config, args.progress, args.task, args.vae_ceiling, args.max_sequence_length)
+             guidance, args.out, config, args.progress, args.task, args.vae_ceiling, d["max_sequence_length"])
     return 0
