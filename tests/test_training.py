@@ -210,6 +210,28 @@ def test_vae_training_reduces_reconstruction_loss(tmp_path, data):
     assert vae.config.latents_mean != [0.0] * 4
 
 
+def test_decoder_only_vae_training_keeps_the_encoder_and_its_latent_statistics(tmp_path, data):
+    from videogen.models import CausalVideoVAE
+
+    start = CausalVideoVAE(**{**TINY_CONFIG["model"]["vae"], "latents_mean": [0.5] * 4, "latents_std": [2.0] * 4})
+    start.save_pretrained(tmp_path / "start")
+    config = write_config(tmp_path, task="vae", data={"root": str(data)}, model={"vae": str(tmp_path / "start")},
+                          train={"max_steps": 4, "learning_rate": 2e-3, "ema_decay": None,
+                                 "vae_trainable": "decoder"})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    before, after = start.state_dict(), CausalVideoVAE.from_pretrained(tmp_path / "run" / "final" / "vae").state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    saved = json.loads((tmp_path / "run" / "final" / "vae" / "config.json").read_text())
+    assert saved["latents_mean"] == [0.5] * 4 and saved["latents_std"] == [2.0] * 4  # the DiT's normalisation
+
+    bad = write_config(tmp_path, task="vae", data={"root": str(data)}, train={"vae_trainable": "encoder"})
+    proc = run_cli("train", "--config", str(bad), f"output_dir={tmp_path / 'bad'}")
+    assert proc.returncode != 0 and "vae_trainable" in proc.stderr
+
+
 def test_two_processes_match_one(tmp_path, data):
     config = write_config(tmp_path, data={"root": str(data)}, train={"max_steps": 4, "ema_decay": None})
     one = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'one'}")

@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
         "vae_posterior": "sample",
         "mse_weight": 0.0,  # VAE task: reconstruction = L1 + mse_weight x MSE
         "foreground_weight": 0.0,  # VAE task: extra weight on pixels unlike their frame's median (losses.py)
+        # VAE task: "all", or "decoder" (encoder + quant_conv frozen: the latents, their statistics and so any DiT
+        # trained on them stay valid; e.g. teach a decoder longer clips than it was trained on)
+        "vae_trainable": "all",
         "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },

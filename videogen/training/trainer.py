@@ -49,7 +49,9 @@ class VAEReconstruction(torch.nn.Module):
         self.sample_posterior = sample_posterior
 
     def forward(self, video: torch.Tensor, generator: torch.Generator):
-        posterior = self.vae.encode(video, streaming=False).latent_dist
+        encoder_trained = any(p.requires_grad for p in self.vae.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trained):  # decoder-only: no encoder graph
+            posterior = self.vae.encode(video, streaming=False).latent_dist
         z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
         return self.vae.decode(z, streaming=False, clamp=False).sample, posterior
 
@@ -133,6 +135,11 @@ class Trainer:
         else:
             if t["vae_posterior"] not in ("sample", "mode"):
                 raise ValueError(f"train.vae_posterior must be 'sample' or 'mode'; got {t['vae_posterior']!r}")
+            if t["vae_trainable"] not in ("all", "decoder"):
+                raise ValueError(f"train.vae_trainable must be 'all' or 'decoder'; got {t['vae_trainable']!r}")
+            if t["vae_trainable"] == "decoder":  # the latents stay exactly those of the given VAE
+                self.vae.encoder.requires_grad_(False)
+                self.vae.quant_conv.requires_grad_(False)
             self.model = VAEReconstruction(self.vae, sample_posterior=t["vae_posterior"] == "sample")
             trained = [self.model]
         if t["gradient_checkpointing"]:
@@ -340,10 +347,12 @@ class Trainer:
         if self.cfg["task"] == "vae":
             from videogen.training.latent_stats import latent_statistics, store_latent_statistics
 
-            # The DiT stage trains on (z - mean) / std: measure them on the data this VAE was trained on.
+            # The DiT stage trains on (z - mean) / std: measure them on the data this VAE was trained on (a
+            # decoder-only run keeps the encoder, so the statistics in its config stay the ones in use).
             model.vae.eval()
-            store_latent_statistics(model.vae, *latent_statistics(model.vae, self.dataset,
-                                                                  self.cfg["train"]["latent_stats_samples"]))
+            if self.cfg["train"]["vae_trainable"] == "all":
+                store_latent_statistics(model.vae, *latent_statistics(model.vae, self.dataset,
+                                                                      self.cfg["train"]["latent_stats_samples"]))
             model.vae.save_pretrained(final / "vae")
         elif self.lora_config is not None:
             from videogen.training.lora import save_lora
