@@ -232,6 +232,44 @@ def test_decoder_only_vae_training_keeps_the_encoder_and_its_latent_statistics(t
     assert proc.returncode != 0 and "vae_trainable" in proc.stderr
 
 
+def test_latent_thumbnail_and_color_anchor():
+    from videogen.training.losses import latent_color_anchor, latent_thumbnail
+
+    video = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    thumb = latent_thumbnail(video, temporal=4, spatial=8)
+    assert thumb.shape == (2, 3, 3, 2, 2)
+    assert torch.allclose(thumb[:, :, 0, 1, 0], video[:, :, 0, 8:, :8].mean((2, 3)))  # frame 0 alone
+    assert torch.allclose(thumb[:, :, 2, 0, 1], video[:, :, 5:9, :8, 8:].mean((2, 3, 4)))  # frames 5-8
+    latents = torch.randn(2, 4, 3, 2, 2)
+    latents[:, :3] = 2.0 * thumb
+    assert latent_color_anchor(latents, video) == 0  # only channels 0-2 are anchored
+    latents[:, 0] += 0.5
+    assert torch.isclose(latent_color_anchor(latents, video), torch.tensor(0.5 / 3))
+    assert latent_color_anchor(latents, video, foreground_weight=5.0) > 0
+
+
+def test_vae_training_with_the_color_anchor_moves_latents_towards_it(tmp_path, data):
+    from videogen.data.video_dataset import VideoFolderDataset
+    from videogen.models import CausalVideoVAE
+    from videogen.training.losses import latent_color_anchor
+
+    start = CausalVideoVAE(**TINY_CONFIG["model"]["vae"])
+    start.save_pretrained(tmp_path / "start")
+    config = write_config(tmp_path, task="vae", data={"root": str(data)}, model={"vae": str(tmp_path / "start")},
+                          train={"max_steps": 8, "learning_rate": 2e-3, "ema_decay": None, "vae_posterior": "mode",
+                                 "latent_color_weight": 3.0})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr
+    video = torch.stack([VideoFolderDataset(data, num_frames=5, size=(32, 32))[i]["video"] for i in range(4)])
+
+    def anchor_error(vae):
+        with torch.no_grad():
+            return latent_color_anchor(vae.encode(video).latent_dist.mode(), video).item()
+
+    trained = CausalVideoVAE.from_pretrained(tmp_path / "run" / "final" / "vae")
+    assert anchor_error(trained) < 0.7 * anchor_error(start)
+
+
 def test_two_processes_match_one(tmp_path, data):
     config = write_config(tmp_path, data={"root": str(data)}, train={"max_steps": 4, "ema_decay": None})
     one = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'one'}")

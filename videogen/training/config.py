@@ -64,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
         # VAE task: "all", or "decoder" (encoder + quant_conv frozen: the latents, their statistics and so any DiT
         # trained on them stay valid; e.g. teach a decoder longer clips than it was trained on)
         "vae_trainable": "all",
+        # VAE task: weight of the latent colour anchor (losses.latent_color_anchor): latent channels 0-2 carry the
+        # average RGB of each latent pixel. Breaks the red/green tie a small VAE from scratch falls into.
+        "latent_color_weight": 0.0,
         "latent_stats_samples": 256,  # VAE task: samples used to measure the per-channel latent mean/std
         "fsdp": False,
     },

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from videogen.conditioning.text import encode_prompts
 from videogen.training.components import build_components
-from videogen.training.losses import flow_interpolate, flow_matching_loss, sample_sigmas, vae_loss
+from videogen.training.losses import flow_interpolate, flow_matching_loss, latent_color_anchor, sample_sigmas, vae_loss
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -266,6 +266,10 @@ class Trainer:
         recon, posterior = self.model(video, gen)
         t = self.cfg["train"]
         loss, _ = vae_loss(recon, video, posterior, t["kl_weight"], t["mse_weight"], t["foreground_weight"])
+        if t["latent_color_weight"]:
+            loss = loss + t["latent_color_weight"] * latent_color_anchor(
+                posterior.mode(), video, foreground_weight=t["foreground_weight"],
+                temporal=self.vae.temporal_compression, spatial=self.vae.spatial_compression)
         return loss
 
     # ------------------------------------------------------------------------------------------
