@@ -43,14 +43,14 @@ class TrainState:
 class VAEReconstruction(torch.nn.Module):
     """Wraps the VAE so one forward (the one DDP/FSDP see) returns the reconstruction and the posterior."""
 
-    def __init__(self, vae, sample_posterior: bool = True):
+    def __init__(self, vae, sample_posterior: bool = True, train_encoder: bool = True):
         super().__init__()
         self.vae = vae
         self.sample_posterior = sample_posterior
+        self.train_encoder = train_encoder
 
     def forward(self, video: torch.Tensor, generator: torch.Generator):
-        encoder_trained = any(p.requires_grad for p in self.vae.encoder.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trained):  # decoder-only: no encoder graph
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_encoder):  # decoder-only: no encoder graph
             posterior = self.vae.encode(video, streaming=False).latent_dist
         z = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
         return self.vae.decode(z, streaming=False, clamp=False).sample, posterior
@@ -140,7 +140,8 @@ class Trainer:
             if t["vae_trainable"] == "decoder":  # the latents stay exactly those of the given VAE
                 self.vae.encoder.requires_grad_(False)
                 self.vae.quant_conv.requires_grad_(False)
-            self.model = VAEReconstruction(self.vae, sample_posterior=t["vae_posterior"] == "sample")
+            self.model = VAEReconstruction(self.vae, sample_posterior=t["vae_posterior"] == "sample",
+                                           train_encoder=t["vae_trainable"] == "all")
             trained = [self.model]
         if t["gradient_checkpointing"]:
             (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
