@@ -13,6 +13,7 @@ TINY = dict(
     text_dim=16, freq_dim=32, ffn_dim=32, num_layers=3, rope_max_seq_len=32,
 )
 TINY_I2V = {**TINY, "in_channels": 12, "image_dim": 8, "added_kv_proj_dim": 24}
+TINY_P1 = {**TINY, "patch_size": (1, 1, 1)}  # the embedded default's DiT patchifies 1x1x1
 
 
 def build_pair(cfg, tmp_path):
@@ -39,7 +40,7 @@ def assert_close_rel(ours, ref, rel=1e-5):
     assert err <= rel * scale, f"max|diff| {err:.3g} > {rel} * max|ref| {scale:.3g}"
 
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_I2V], ids=["t2v", "i2v"])
+@pytest.mark.parametrize("cfg", [TINY, TINY_I2V, TINY_P1], ids=["t2v", "i2v", "patch1"])
 def test_matches_diffusers(cfg, tmp_path):
     ref, ours = build_pair(cfg, tmp_path)
     x, t, ctx, img = inputs(cfg)
