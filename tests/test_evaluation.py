@@ -258,3 +258,44 @@ def test_videogen_eval_i2v(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--model", str(tmp_path / "t2v"), *args[3:], "--task", "i2v"]) != 0
     assert "--task i2v needs an image-to-video pipeline" in capsys.readouterr().err
+
+
+def test_swap_words_swaps_whole_words_at_once():
+    from videogen.evaluation.sensitivity import SWAPS, swap_words
+
+    assert swap_words("a red circle moving to the left", SWAPS["motion"]) == "a red circle moving to the right"
+    assert swap_words("left right left", SWAPS["motion"]) == "right left right"  # simultaneous, not chained
+    assert swap_words("a reddish upward blur", {**SWAPS["color"], **SWAPS["motion"]}) == "a reddish upward blur"
+    assert swap_words("a red square", {}) == "a red square"
+
+
+def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
+    """The embedded default uses its colour words (swapping them raises the loss a lot) and the empty caption costs
+    it too; variants share the noise, so their true-caption losses agree; the CLI writes the same figures."""
+    from pathlib import Path
+
+    from videogen.cli import load_pipeline, main
+    from videogen.evaluation.sensitivity import caption_sensitivity, ground_truth_latents
+
+    model = Path(__file__).resolve().parent.parent / "checkpoints" / "shapes-t2v"
+    pipe = load_pipeline(model)
+    prompts = ["a red circle moving to the left on a gray background", "a blue square staying still on a gray background"]
+    latents, captions = ground_truth_latents(pipe, prompts, [0])
+    assert latents.shape == (2, 16, 5, 8, 8) and captions == prompts
+    result = caption_sensitivity(pipe, latents, captions, sigmas=(0.7,))
+    v = result["variants"]
+    assert v["color"]["clips"] == 2 and v["motion"]["clips"] == 1 and v["shape"]["clips"] == 2
+    assert v["color"]["true"] == v["shape"]["true"]  # same clips, same noise
+    assert v["color"]["rise"][0] > 0.1 and v["empty"]["rise"][0] > 0.02
+    assert caption_sensitivity(pipe, latents, captions, sigmas=(0.7,), swaps={"none": {"zebra": "horse"}})[
+        "variants"]["none"] == dict(clips=0, loss=None, true=None, rise=None)
+    with pytest.raises(ValueError, match="captions for"):
+        caption_sensitivity(pipe, latents, captions[:1])
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("\n".join(prompts) + "\n")
+    assert main(["eval", "--model", str(model), "--prompts", str(prompt_file), "--seeds", "1", "--sensitivity",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "caption sensitivity (all frames noised)" in capsys.readouterr().out
+    written = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
+    assert set(written) == {"plain", "clean_first_frame"}
+    assert written["plain"]["variants"]["color"]["rise"][1] == pytest.approx(v["color"]["rise"][0], rel=1e-4)

@@ -458,3 +458,32 @@ def test_foreground_weights_mark_objects():
     plain, _ = vae_loss(recon, video, posterior, kl_weight=0.0)
     weighted, _ = vae_loss(recon, video, posterior, kl_weight=0.0, foreground_weight=20.0)
     assert plain.item() == pytest.approx(16 / 384) and weighted.item() == pytest.approx(21 * 16 / 384)
+
+
+def test_clean_first_frame_replaces_frame_zero_and_drops_it_from_the_loss():
+    """Chosen samples get their clean latent frame 0 in the input and weight 0 on that frame; the rest are untouched,
+    and the weighted loss is the mean over the kept frames only."""
+    from videogen.training.losses import clean_first_frame, flow_matching_loss
+
+    latents, x_t = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
+    out, weights = clean_first_frame(x_t, latents, torch.tensor([True, False]))
+    assert torch.equal(out[0, :, 0], latents[0, :, 0]) and torch.equal(out[0, :, 1:], x_t[0, :, 1:])
+    assert torch.equal(out[1], x_t[1])
+    assert weights.shape == (2, 1, 4, 1, 1) and weights.sum() == 7 and weights[0, 0, 0] == 0
+    prediction, target = torch.zeros(2, 3, 4, 2, 2), torch.zeros(2, 3, 4, 2, 2)
+    prediction[0, :, 0] = 10.0  # a large error on the dropped frame costs nothing
+    prediction[1, :, 2] = 1.0  # an error of 1 on one of the 7 kept frames
+    assert flow_matching_loss(prediction, target, weights).item() == pytest.approx(1 / 7)
+    assert flow_matching_loss(prediction, target).item() == pytest.approx((100 + 1) / 8)
+
+
+def test_clean_first_frame_prob_changes_training(tmp_path, data):
+    """train.clean_first_frame_prob is wired into the DiT loss: the same run with it ends with different weights."""
+    config = write_config(tmp_path, data={"root": str(data)}, train={"max_steps": 1})
+    for name, prob in (("plain", 0.0), ("clean", 1.0)):
+        result = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}",
+                         f"train.clean_first_frame_prob={prob}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    plain, clean = final_tensors(tmp_path / "plain"), final_tensors(tmp_path / "clean")
+    assert plain.keys() == clean.keys()
+    assert any(not torch.equal(plain[k], clean[k]) for k in plain)

@@ -361,6 +361,9 @@ def add_cli(subparsers):
     p.add_argument("--no-vae-ceiling", dest="vae_ceiling", action="store_false",
                    help="skip scoring the ground truth after a round trip through the pipeline's VAE")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="instead of generating: how much the DiT's loss on the ground truth rises when the prompts' "
+                        "colour, shape or motion words are swapped (videogen.evaluation.sensitivity)")
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -385,6 +388,14 @@ def cmd_eval(args) -> int:
     if (args.task == "i2v") != is_i2v:
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
+    if args.sensitivity:
+        from videogen.evaluation.sensitivity import run_sensitivity
+
+        if is_i2v:
+            raise ValueError("--sensitivity measures a text-to-video pipeline")
+        run_sensitivity(pipe, prompts, range(args.seeds), args.num_frames, args.height, args.width,
+                        d["max_sequence_length"], args.out)
+        return 0
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
              guidance, args.out, config, args.progress, args.task, args.vae_ceiling, d["max_sequence_length"])
     return 0

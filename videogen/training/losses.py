@@ -21,9 +21,30 @@ def flow_interpolate(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor)
     return (1 - s) * x0 + s * noise, noise - x0
 
 
-def flow_matching_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted and target velocity, in fp32."""
-    return F.mse_loss(prediction.float(), target.float())
+def flow_matching_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between predicted and target velocity, in fp32; with ``weights`` (broadcastable to the
+    prediction, e.g. ``[B, 1, F, 1, 1]``) the weighted mean ``sum(w e^2) / sum(w)`` over the broadcast elements."""
+    if weights is None:
+        return F.mse_loss(prediction.float(), target.float())
+    error = (prediction.float() - target.float()).pow(2)
+    weights = weights.float().expand_as(error)
+    return (weights * error).sum() / weights.sum().clamp_min(1e-12)
+
+
+def clean_first_frame(x_t: torch.Tensor, latents: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the samples where ``keep`` (``[B]`` bool) is set, latent frame 0 of the noisy input ``x_t`` is replaced by
+    the clean ``latents``' frame 0; returns (input, loss weights ``[B, 1, F, 1, 1]``, 0 on those replaced frames).
+
+    Why: in plain text-to-video training the motion words are worth almost nothing to the loss (at high noise no
+    frame shows where the object is, at low noise every frame does), so a small DiT never learns them. With a clean
+    first frame the motion words fix where the object is in every later frame."""
+    b, _, f = latents.shape[:3]
+    keep = keep.to(x_t.device).view(b, 1, 1, 1, 1)
+    first = torch.zeros(1, 1, f, 1, 1, dtype=torch.bool, device=x_t.device)
+    first[:, :, 0] = True
+    replaced = keep & first
+    x_t = torch.where(replaced, latents.to(x_t.dtype), x_t)
+    return x_t, (~replaced).to(torch.float32)
 
 
 def foreground_weights(video: torch.Tensor, weight: float, threshold: float = 0.1) -> torch.Tensor:

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 
 from videogen.conditioning.text import encode_prompts
 from videogen.training.components import build_components
-from videogen.training.losses import flow_interpolate, flow_matching_loss, latent_color_anchor, sample_sigmas, vae_loss
+from videogen.training.losses import (
+    clean_first_frame, flow_interpolate, flow_matching_loss, latent_color_anchor, sample_sigmas, vae_loss,
+)
 
 CHECKPOINT_PREFIX = "step-"
 
@@ -233,10 +235,14 @@ class Trainer:
             with torch.set_grad_enabled(bool(t["train_text_encoder"])):
                 text = encode_prompts(self.tokenizer, self.text_encoder, captions, d["max_sequence_length"], device)
         x_t, target = flow_interpolate(latents, noise, sigma.to(device))
+        weights = None
+        if t["clean_first_frame_prob"]:
+            keep = self._local(torch.rand(global_batch, generator=gen) < t["clean_first_frame_prob"], local)
+            x_t, weights = clean_first_frame(x_t, latents, keep)
         if t["i2v"]:
             x_t = torch.cat([x_t, self.image_condition(batch, d["num_frames"]).to(device)], dim=1)
         pred = self.model(x_t, (sigma * 1000).to(device), text).sample
-        return flow_matching_loss(pred, target)
+        return flow_matching_loss(pred, target, weights)
 
     def image_condition(self, batch: dict, num_frames: int) -> torch.Tensor:
         """The I2V channels for a batch: the first-frame mask + the latents of [first frame, zeros...], from the
