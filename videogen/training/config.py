@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "flow_shift": 1.0,
         "train_text_encoder": False,
         # DiT task: the fraction of samples whose latent frame 0 is given clean (losses.clean_first_frame; that frame
-        # is left out of the loss): teaches the DiT what the motion words do to the later frames.
+        # is left out of the loss): makes the motion words decide the later frames, to teach them to the DiT.
         "clean_first_frame_prob": 0.0,
         # DiT task: image-to-video (Wan2.1-I2V layout: noisy latents + 4-channel first-frame mask + latents of
         # [first frame, zeros...]). A text-to-video transformer is widened to 2 z + 4 input channels, the new ones
