@@ -144,17 +144,24 @@ def to_uint8(video) -> np.ndarray:
     return np.round(np.clip(video, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def encode_clips(vae, clips: np.ndarray):
+    """uint8 clips ``[N, F, H, W, 3]`` mapped to [-1, 1] and encoded by ``vae``: the posterior mode
+    ``[N, z, F', H', W']`` (not normalised), on the VAE's device and dtype. Call under ``torch.no_grad``."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    param = next(vae.parameters())
+    return vae.encode(x.to(param.device, param.dtype)).latent_dist.mode()
+
+
 def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
     """``frames`` (uint8 ``[H, W, 3]`` image or ``[F, H, W, 3]`` clip) encoded by ``vae`` (posterior mode) and
     decoded back, in the same shape: what the VAE alone keeps of a frame or clip."""
     import torch
 
     clip = frames[None] if frames.ndim == 3 else frames
-    x = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-    param = next(vae.parameters())
     with torch.no_grad():
-        z = vae.encode(x.to(param.device, param.dtype)).latent_dist.mode()
-        y = vae.decode(z).sample[0].float().clamp(-1, 1)
+        y = vae.decode(encode_clips(vae, clip[None])).sample[0].float().clamp(-1, 1)
     out = to_uint8(((y + 1) / 2).permute(1, 2, 3, 0).cpu().numpy())
     return out[0] if frames.ndim == 3 else out
 

@@ -58,7 +58,8 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
     def encode(texts):
         return encode_prompts(pipe.tokenizer, pipe.text_encoder, texts, max_sequence_length, latents.device)
 
-    def losses(rows, states):
+    def per_clip_losses(rows, states):
+        """``[len(rows), len(sigmas)]``: each clip's mean squared error at each noise level."""
         out = []
         for sigma in sigmas:
             x = (1 - sigma) * latents[rows] + sigma * noise[rows]
@@ -68,11 +69,11 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
             with torch.no_grad():
                 pred = pipe.transformer(x.to(param.dtype), t, states.to(param.dtype)).sample.float()
             error = (pred - (noise[rows] - latents[rows])).pow(2)
-            out.append((error[:, :, 1:] if clean_first_frame else error).mean().item())
-        return out
+            out.append((error[:, :, 1:] if clean_first_frame else error).flatten(1).mean(1))
+        return torch.stack(out, dim=1)
 
     everything = list(range(len(captions)))
-    true_states = encode(list(captions))
+    true_per_clip = per_clip_losses(everything, encode(list(captions)))  # once, shared by every variant
     variants = {}
     for name, table in [*swaps.items(), ("empty", None)]:
         swapped = [swap_words(c, table) if table is not None else "" for c in captions]
@@ -80,8 +81,8 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
         if not rows:
             variants[name] = dict(clips=0, loss=None, true=None, rise=None)
             continue
-        true = losses(rows, true_states[rows])
-        loss = losses(rows, encode([swapped[i] for i in rows]))
+        true = true_per_clip[rows].mean(0).tolist()
+        loss = per_clip_losses(rows, encode([swapped[i] for i in rows])).mean(0).tolist()
         variants[name] = dict(clips=len(rows), loss=loss, true=true,
                               rise=[s / t - 1 if t > 0 else float("nan") for s, t in zip(loss, true)])
     return dict(sigmas=list(sigmas), clean_first_frame=clean_first_frame, variants=variants)
@@ -92,14 +93,11 @@ def ground_truth_latents(pipe, prompts, seeds, num_frames: int = 17, height: int
     mode, normalised as the DiT sees them), and the matching captions."""
     import torch
 
-    from videogen.evaluation.evaluate import ground_truth_clips
+    from videogen.evaluation.evaluate import encode_clips, ground_truth_clips
 
     clips = ground_truth_clips(prompts, seeds, num_frames, height, width)
-    video = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-    param = next(pipe.vae.parameters())
     with torch.no_grad():
-        z = pipe.vae.encode(video.to(param.device, param.dtype)).latent_dist.mode()
-        latents = pipe.vae.normalize_latents(z).float()
+        latents = pipe.vae.normalize_latents(encode_clips(pipe.vae, np.stack(clips))).float()
     return latents, [p for p in prompts for _ in seeds]
 
 
