@@ -1,5 +1,6 @@
 """The README's first command, timed: `videogen generate` with the embedded default model, end to end (a fresh
-process: imports, checksum check, load, sampling, decode, mp4 write), plus an in-process breakdown by stage."""
+process: imports, checksum check, load, sampling, decode, mp4 write) beside a bare `python -c "import torch"`
+(interleaved, so both see the same machine), their ratio, an import breakdown, and an in-process breakdown by stage."""
 
 from __future__ import annotations
 
@@ -17,17 +18,39 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle moving to the right on a black background"
 
 
-def end_to_end(repeats: int, model: Path) -> list[float]:
-    """Wall seconds of ``repeats`` fresh ``videogen generate PROMPT -o out.mp4`` processes (default model)."""
-    times = []
+def _wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def end_to_end(repeats: int, model: Path) -> tuple[list[float], list[float]]:
+    """Wall seconds of ``repeats`` fresh ``videogen generate PROMPT -o out.mp4`` processes (default model), each
+    right after a fresh ``python -c "import torch"`` process: (generate times, bare-torch times)."""
+    gen, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            cmd = [sys.executable, "-m", "videogen.cli", "generate", PROMPT, "-o", f"{tmp}/out{i}.mp4",
-                   "--model", str(model)]
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-            times.append(time.perf_counter() - start)
-    return times
+            bare.append(_wall([sys.executable, "-c", "import torch"]))
+            gen.append(_wall([sys.executable, "-m", "videogen.cli", "generate", PROMPT, "-o", f"{tmp}/out{i}.mp4",
+                              "--model", str(model)]))
+    return gen, bare
+
+
+# Cumulative imports on the way to a pipeline, each in a fresh process: what each layer adds over the one before.
+IMPORT_LAYERS = [
+    ("torch", "import torch"),
+    ("+ torch._dynamo (diffusers.utils.torch_utils imports it unconditionally)", "import torch._dynamo"),
+    ("+ the rest of diffusers.utils", "import diffusers.utils"),
+    ("+ diffusers.DiffusionPipeline (every autoencoder, UNet block, peft)", "from diffusers import DiffusionPipeline"),
+    ("+ transformers' T5", "from diffusers import DiffusionPipeline; import transformers.models.t5.modeling_t5"),
+    ("+ videogen's pipelines and CLI", "import pipelines.text_to_video, videogen.cli as c; c.build_parser()"),
+]
+
+
+def import_layers(repeats: int) -> list[tuple[str, float]]:
+    """Median wall seconds of a fresh process running each IMPORT_LAYERS statement."""
+    return [(name, statistics.median(_wall([sys.executable, "-c", stmt]) for _ in range(repeats)))
+            for name, stmt in IMPORT_LAYERS]
 
 
 def breakdown(model: Path) -> dict:
@@ -35,9 +58,9 @@ def breakdown(model: Path) -> dict:
     t0 = time.perf_counter()
     import torch
 
-    from videogen.cli import generation_defaults, load_pipeline
     from videogen.guidance import cfg_stg
     from videogen.io import save_video
+    from videogen.loading import generation_defaults, load_pipeline
 
     t1 = time.perf_counter()
     pipe = load_pipeline(model)
@@ -70,9 +93,17 @@ def main() -> None:
     args = p.parse_args()
     model = Path(args.model)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-    times = end_to_end(args.repeats, model)
+    times, bare = end_to_end(args.repeats, model)
     print(f"videogen generate (fresh process, default model): median {statistics.median(times):.2f} s, "
           f"min {min(times):.2f} s, max {max(times):.2f} s over {len(times)} runs")
+    print(f'python -c "import torch" (fresh process, interleaved): median {statistics.median(bare):.2f} s, '
+          f"min {min(bare):.2f} s, max {max(bare):.2f} s")
+    print(f"ratio generate / bare torch import: {statistics.median(times) / statistics.median(bare):.2f}x "
+          "(goal <= 2.5x)")
+    previous = 0.0
+    for name, seconds in import_layers(args.repeats):
+        print(f"  import layer {name}: {seconds:.2f} s (+{seconds - previous:.2f})")
+        previous = seconds
     parts = breakdown(model)
     print("in-process breakdown: " + ", ".join(f"{k} {v:.2f} s" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in parts.items()))

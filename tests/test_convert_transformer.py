@@ -82,7 +82,7 @@ def test_original_layout_loads_to_identical_tensors(cfg, tmp_path):
                   str(shard_dir / f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"))
     (shard_dir / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 24, "num_heads": 2,
                                                        "eps": 1e-6, "model_type": "i2v" if "image_dim" in cfg else "t2v"}))
-    # (b) one unprefixed .pth file, no config: heads inferred as width/128 -> pass them explicitly via config later.
+    # (b) one unprefixed .pth file, no config: width 24 is no public Wan2.1 width, so the heads must be given.
     torch.save(original, tmp_path / "original.pth")
 
     from_shards = VideoDiT.from_wan(shard_dir)
@@ -92,7 +92,9 @@ def test_original_layout_loads_to_identical_tensors(cfg, tmp_path):
         got = our_tensors(model)
         assert got.keys() == expected.keys()
         assert all(torch.equal(got[k], expected[k]) for k in got)
-    from_pth = VideoDiT.from_wan(tmp_path / "original.pth")
+    with pytest.raises(ValueError, match=r"cannot tell num_heads for a DiT of width 24.*num_heads="):
+        VideoDiT.from_wan(tmp_path / "original.pth")
+    from_pth = VideoDiT.from_wan(tmp_path / "original.pth", num_heads=2)
     got = our_tensors(from_pth)
     assert all(torch.equal(got[k], expected[k]) for k in got)
 
@@ -140,13 +142,13 @@ def test_strict_loading_lists_bad_keys(tmp_path):
     missing = dict(original)
     del missing["blocks.1.self_attn.q.weight"]
     with pytest.raises(ValueError, match=r"missing keys \[1\]: blocks\.1\.self_attn\.q\.weight"):
-        VideoDiT.from_wan(_write(tmp_path, missing))
+        VideoDiT.from_wan(_write(tmp_path, missing), num_heads=2)
     extra = dict(original, **{"blocks.0.surprise": torch.zeros(3)})
     with pytest.raises(ValueError, match=r"unexpected keys \[1\]: blocks\.0\.surprise"):
-        VideoDiT.from_wan(_write(tmp_path, extra))
+        VideoDiT.from_wan(_write(tmp_path, extra), num_heads=2)
     misshaped = dict(original, **{"blocks.0.cross_attn.o.bias": torch.zeros(7)})
     with pytest.raises(ValueError, match=r"mis-shaped keys \[1\]: blocks\.0\.cross_attn\.o\.bias \(checkpoint \(7,\)"):
-        VideoDiT.from_wan(_write(tmp_path, misshaped))
+        VideoDiT.from_wan(_write(tmp_path, misshaped), num_heads=2)
 
 
 def test_missing_path_and_corrupt_file(tmp_path):
@@ -165,3 +167,37 @@ def test_unsupported_diffusers_config_is_refused(tmp_path):
     (tmp_path / "ref" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="unsupported qk_norm"):
         VideoDiT.from_wan(tmp_path / "ref")
+
+
+def test_head_count_is_never_guessed(tmp_path):
+    """Bare weights (no config.json) in either layout: the head count is inferred only for the public Wan2.1 widths,
+    is refused for any other width unless given, and a given one must agree with a config that states it."""
+    from videogen.convert.wan import transformer_config_from_state_dict
+
+    def shapes(dim):  # the tensors the inference reads, as meta tensors (a 1.3B-wide model would be 140 MB)
+        meta = dict(device="meta")
+        return {"patch_embedding.weight": torch.empty(dim, 16, 1, 2, 2, **meta),
+                "blocks.0.ffn.0.weight": torch.empty(64, dim, **meta), "head.head.weight": torch.empty(64, dim, **meta),
+                "text_embedding.0.weight": torch.empty(dim, 32, **meta),
+                "time_embedding.0.weight": torch.empty(dim, 256, **meta)}
+
+    assert transformer_config_from_state_dict(shapes(1536))["num_heads"] == 12  # Wan2.1-1.3B
+    assert transformer_config_from_state_dict(shapes(5120))["num_heads"] == 40  # Wan2.1-14B
+    for dim in (256, 24, 1024):  # 256 and 1024 are multiples of 128, still not public widths: no guess
+        with pytest.raises(ValueError, match=f"cannot tell num_heads for a DiT of width {dim}"):
+            transformer_config_from_state_dict(shapes(dim))
+    assert transformer_config_from_state_dict(shapes(256), num_heads=4)["num_heads"] == 4
+    with pytest.raises(ValueError, match="does not divide"):
+        transformer_config_from_state_dict(shapes(24), num_heads=5)
+
+    ref = reference(TINY)
+    # diffusers keys without config.json
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ValueError, match="num_heads"):
+        VideoDiT.from_wan(tmp_path / "bare.safetensors")
+    assert VideoDiT.from_wan(tmp_path / "bare.safetensors", num_heads=2).config.num_heads == 2
+    # a num_heads that contradicts the config beside the weights
+    ref.save_pretrained(tmp_path / "ref")
+    with pytest.raises(ValueError, match="num_heads=3 contradicts the config"):
+        VideoDiT.from_wan(tmp_path / "ref", num_heads=3)
+    assert VideoDiT.from_wan(tmp_path / "ref", num_heads=2).config.num_heads == 2

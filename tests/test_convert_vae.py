@@ -98,8 +98,9 @@ def test_original_checkpoint_loads_like_diffusers(diffusers_dir, tmp_path):
 
     torch.save(original, tmp_path / "Wan2.1_VAE.pth")
     from_dir = CausalVideoVAE.from_wan(path)
+    stats = dict(latents_mean=TINY["latents_mean"], latents_std=TINY["latents_std"])  # not in the weights
     for source in (tmp_path / "Wan2.1_VAE.pth", tmp_path):  # the file, or a directory holding it
-        from_pth = CausalVideoVAE.from_wan(source)
+        from_pth = CausalVideoVAE.from_wan(source, **stats)
         assert from_pth.config.base_dim == 8 and from_pth.config.z_dim == 4  # inferred from the tensor shapes
         assert list(from_pth.config.temporal_downsample) == [False, True, True]
         assert_same_weights(from_pth, from_dir)
@@ -111,7 +112,7 @@ def test_original_flat_indexing_follows_the_config(tmp_path):
     original = original_from_diffusers(ref.state_dict(), num_res_blocks=1)
     assert {"decoder.upsamples.2.time_conv.weight", "decoder.upsamples.8.time_conv.weight"} <= original.keys()
     torch.save(original, tmp_path / "vae.pth")
-    ours = CausalVideoVAE.from_wan(tmp_path / "vae.pth")
+    ours = CausalVideoVAE.from_wan(tmp_path / "vae.pth", latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
     assert ours.config.num_res_blocks == 1 and list(ours.config.temporal_downsample) == [True, False, True]
     ref.save_pretrained(tmp_path / "diffusers")
     assert_same_weights(ours, CausalVideoVAE.from_wan(tmp_path / "diffusers"))
@@ -171,7 +172,7 @@ def test_bad_original_checkpoint_lists_the_keys(diffusers_dir, tmp_path):
     del original["decoder.middle.1.proj.bias"]
     torch.save(original, tmp_path / "Wan2.1_VAE.pth")
     with pytest.raises(ValueError, match=r"missing keys \[1\]: decoder\.mid\.attention\.proj\.bias"):
-        CausalVideoVAE.from_wan(tmp_path)
+        CausalVideoVAE.from_wan(tmp_path, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
 
 
 def test_missing_path(tmp_path):
@@ -199,3 +200,30 @@ def test_pipeline_root_with_vae_subfolder(diffusers_dir, tmp_path):
     ref.save_pretrained(tmp_path / "vae")
     (tmp_path / "model_index.json").write_text("{}")
     assert_same_weights(CausalVideoVAE.from_wan(tmp_path), CausalVideoVAE.from_wan(path))
+
+
+def test_latent_statistics_are_never_guessed(tmp_path):
+    """The original Wan2.1_VAE.pth holds no latent statistics: only the public Wan2.1 architecture gets Wan's own,
+    any other needs them given (both, z_dim values each)."""
+    from accelerate import init_empty_weights
+
+    from videogen.convert.wan_vae import original_key_table, vae_config_from_original
+    from videogen.convert.state_dict import rename_keys
+
+    with init_empty_weights():  # the public Wan2.1 VAE's tensor shapes, without allocating them
+        wan = CausalVideoVAE()
+    config = vae_config_from_original(rename_keys(wan.state_dict(), original_key_table(4, 2)))
+    assert config == dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                          temporal_downsample=[False, True, True])  # -> CausalVideoVAE's defaults: Wan's statistics
+    assert CausalVideoVAE(**config).config.latents_mean == wan.config.latents_mean
+
+    original = original_from_diffusers(reference().state_dict(), num_res_blocks=2)
+    torch.save(original, tmp_path / "Wan2.1_VAE.pth")
+    with pytest.raises(ValueError, match="not the public Wan2.1 VAE.*latents_mean= and latents_std="):
+        CausalVideoVAE.from_wan(tmp_path)
+    with pytest.raises(ValueError, match="both"):
+        CausalVideoVAE.from_wan(tmp_path, latents_mean=[0.0] * 4)
+    with pytest.raises(ValueError, match="latents_std has 3 values.*z_dim=4"):
+        CausalVideoVAE.from_wan(tmp_path, latents_mean=[0.0] * 4, latents_std=[1.0] * 3)
+    loaded = CausalVideoVAE.from_wan(tmp_path, latents_mean=[0.5] * 4, latents_std=[2.0] * 4)
+    assert list(loaded.config.latents_mean) == [0.5] * 4 and list(loaded.config.latents_std) == [2.0] * 4

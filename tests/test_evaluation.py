@@ -274,7 +274,8 @@ def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
     it too; variants share the noise, so their true-caption losses agree; the CLI writes the same figures."""
     from pathlib import Path
 
-    from videogen.cli import load_pipeline, main
+    from videogen.cli import main
+    from videogen.loading import load_pipeline
     from videogen.evaluation.sensitivity import caption_sensitivity, ground_truth_latents
 
     model = Path(__file__).resolve().parent.parent / "checkpoints" / "shapes-t2v"

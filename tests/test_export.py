@@ -38,7 +38,7 @@ def test_export_then_generate_and_detect_corruption(tmp_path, capsys):
     out = tmp_path / "a.mp4"
     assert main(["generate", "a red circle moving left", "-o", str(out), "--model", str(ship)]) == 0
     assert load_video(out).shape == (5, 32, 48, 3)
-    from videogen.cli import load_pipeline
+    from videogen.loading import load_pipeline
 
     half, full = load_pipeline(ship), load_pipeline(tmp_path / "pipe")
     gen = dict(prompt="a red circle moving left", height=32, width=48, num_frames=5, num_inference_steps=2,

@@ -8,7 +8,13 @@ import sys
 import warnings
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "shapes-t2v"
+from videogen.loading import (
+    IMAGE_TO_VIDEO_CLASSES,
+    default_model_for,
+    generation_defaults,
+    load_pipeline,
+    pipeline_class_name,
+)
 
 COMPONENT_CLASSES = {
     "transformer": ("WanTransformer3DModel", "VideoDiT", "WanModel"),
@@ -32,12 +38,17 @@ def detect_component(path: Path) -> str:
     raise ValueError(f"cannot tell what {path} holds: neither Wan DiT nor Wan VAE weights")
 
 
-def load_component(path: Path, component: str):
-    """Load a DiT or VAE from any supported layout."""
+def load_component(path: Path, component: str, num_heads: int | None = None):
+    """Load a DiT or VAE from any supported layout (``num_heads``: for bare DiT weights of a non-public width)."""
     if component == "transformer":
         from videogen.models.transformer import VideoDiT
 
-        return VideoDiT.from_wan(path)
+        try:
+            return VideoDiT.from_wan(path, num_heads=num_heads)
+        except ValueError as err:
+            if "cannot tell num_heads" in str(err):
+                raise ValueError(f"{err}; on the command line: --num-heads N") from None
+            raise
     from videogen.models.vae import CausalVideoVAE
 
     return CausalVideoVAE.from_wan(path)
@@ -54,7 +65,7 @@ def cmd_convert(args) -> int:
         component = detect_component(src) if args.component == "auto" else args.component
         jobs = [(src, dst, component)]
     for job_src, job_dst, component in jobs:
-        model = load_component(job_src, component)
+        model = load_component(job_src, component, args.num_heads)
         if args.to == "diffusers":
             if component != "transformer":
                 raise ValueError("--to diffusers is implemented for the transformer only; the VAE keeps our format")
@@ -92,56 +103,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
-                           stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
-                           max_sequence_length=512)
-
-
-IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
-
-
-def pipeline_class_name(model: Path) -> str | None:
-    """The ``_class_name`` in a pipeline directory's model_index.json."""
-    return json.loads((model / "model_index.json").read_text()).get("_class_name")
-
-
-def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
-    """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
-    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``.
-    Files are checked first (``videogen.integrity.verify_checkpoint``): a corrupted one is an error naming it."""
-    import torch
-
-    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
-    from videogen.integrity import verify_checkpoint
-
-    verify_checkpoint(model)
-
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    name = pipeline_class_name(model)
-    cls = ImageToVideoPipeline if name in IMAGE_TO_VIDEO_CLASSES else TextToVideoPipeline
-    if name in ("WanPipeline", "WanImageToVideoPipeline"):
-        pipe = cls.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
-    else:
-        pipe = cls.from_pretrained(model, dtype=torch.float32)  # half-stored weights (shipped checkpoints) in fp32
-        if dtype != "float32":
-            from videogen.convert.wan import cast_keeping_fp32
-
-            cast_keeping_fp32(pipe.transformer, torch_dtype)
-            pipe.text_encoder.to(torch_dtype)
-    return pipe.to(device)
-
-
-def generation_defaults(model: Path, overrides: dict | None = None) -> dict:
-    """Settings for ``generate`` (and ``eval``): ours, overridden by the checkpoint's ``generation_config.json`` if it
-    has one, then by the ``overrides`` (e.g. ``vars(args)``) that name a setting and are not None."""
-    defaults = dict(GENERATION_DEFAULTS)
-    cfg = model / "generation_config.json"
-    if cfg.exists():
-        defaults.update(json.loads(cfg.read_text()))
-    defaults.update({k: v for k, v in (overrides or {}).items() if k in GENERATION_DEFAULTS and v is not None})
-    return defaults
-
-
 def cmd_generate(args) -> int:
     """Generate a video from a prompt (and ``--image``, for image-to-video models) with a pipeline checkpoint
     (default: the embedded one)."""
@@ -150,20 +111,13 @@ def cmd_generate(args) -> int:
     from videogen.guidance import cfg_stg
     from videogen.io import save_video
 
-    model = Path(args.model) if args.model else DEFAULT_CHECKPOINT
-    if not (model / "model_index.json").exists():
-        print(
-            f"videogen generate: no pipeline checkpoint at {model} (no model_index.json).\n"
-            f"The embedded default lives in {DEFAULT_CHECKPOINT} in a source checkout (pip install -e .); "
-            "otherwise pass --model PATH with a videogen or diffusers Wan2.1 T2V/I2V pipeline directory.",
-            file=sys.stderr,
-        )
-        return 2
+    if args.image is None and args.last_image is not None:
+        raise ValueError("--last-image needs --image (the first frame) too")
+    # With no --model, the embedded default that takes every condition given (a first frame: the I2V default).
+    model = Path(args.model) if args.model else default_model_for(image=args.image is not None)
     # Image arguments are checked, and the images read, before any model is loaded.
     class_name = pipeline_class_name(model)
     image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
-    if args.image is None and args.last_image is not None:
-        raise ValueError("--last-image needs --image (the first frame) too")
     if args.image is not None and not image_to_video:
         raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
     if args.image is None and image_to_video:
@@ -229,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", help="first frame (image-to-video models); fitted to the video size by resizing to "
                      "cover, then center cropping")
     gen.add_argument("--last-image", dest="last_image", help="last frame (first-last-frame generation)")
-    gen.add_argument("--model", default=None, help=f"pipeline directory (default: {DEFAULT_CHECKPOINT})")
+    gen.add_argument("--model", default=None, help="pipeline directory (default: the embedded model that takes the "
+                     "conditions given: checkpoints/shapes-t2v, or checkpoints/shapes-i2v with --image)")
     gen.add_argument("--num-frames", dest="num_frames", type=int, help="1 + 4k frames")
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
@@ -257,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--component", choices=["auto", "transformer", "vae"], default="auto")
     conv.add_argument("--to", choices=["videogen", "diffusers"], default="videogen",
                       help="output layout: videogen's own (default) or diffusers keys (transformer only)")
+    conv.add_argument("--num-heads", dest="num_heads", type=int, default=None,
+                      help="attention heads of a bare DiT checkpoint (no config.json) whose width no public Wan2.1 "
+                           "model has; the public 1.3B and 14B widths need none")
     conv.set_defaults(func=cmd_convert)
 
     train = sub.add_parser("train", help="train a DiT (full or LoRA) or a VAE from a YAML config")
@@ -269,11 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from videogen import export
     from videogen.data import cache as data_cache, synthetic
-    from videogen.evaluation import evaluate
+    from videogen.evaluation import command as eval_command
 
     synthetic.add_cli(sub)
     data_cache.add_cli(sub)
-    evaluate.add_cli(sub)
+    eval_command.add_cli(sub)
     export.add_cli(sub)
 
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")

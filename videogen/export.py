@@ -17,7 +17,7 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     atomically: written beside it, then renamed."""
     import torch
 
-    from videogen.cli import load_pipeline
+    from videogen.loading import load_pipeline
     from videogen.integrity import write_checksums
 
     if dtype not in DTYPES:

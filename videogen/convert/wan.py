@@ -130,16 +130,37 @@ def transformer_config_to_diffusers(cfg: Mapping) -> dict:
     }
 
 
+# Every public Wan2.1 DiT uses 128-wide heads: 1.3B (width 1536, 12 heads) and 14B (width 5120, 40 heads). For those
+# widths the head count follows from the weights' shapes; for any other it cannot be read from the weights (the q/k
+# RMSNorms span all heads), so it must be given.
+PUBLIC_WAN_HEADS = {1536: 12, 5120: 40}
+
+
 def transformer_config_from_state_dict(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict:
-    """Infer VideoDiT arguments from (VideoDiT-keyed) weights; heads default to width/128 as in every Wan model."""
+    """Infer VideoDiT arguments from (VideoDiT-keyed) weights.
+
+    Everything but the head count follows from the tensor shapes. The head count is ``num_heads`` if given, else
+    that of the public Wan2.1 model of this width (12 at 1536, 40 at 5120); any other width without ``num_heads``
+    is a ``ValueError``, because a guessed head count gives wrong outputs without a word."""
     w = state["patch_embedding.weight"]  # [dim, in, pt, ph, pw]
     dim, in_channels, patch = w.shape[0], w.shape[1], tuple(w.shape[2:])
+    if num_heads is None:
+        if dim not in PUBLIC_WAN_HEADS:
+            raise ValueError(
+                f"cannot tell num_heads for a DiT of width {dim}: the weights do not determine it, and only the "
+                f"public Wan2.1 widths ({', '.join(f'{d}: {h} heads' for d, h in PUBLIC_WAN_HEADS.items())}) have a "
+                "known value. Put the release's own config.json (with num_heads, or num_attention_heads for "
+                "diffusers) beside the weights, or pass num_heads= (VideoDiT.from_wan(path, num_heads=N))"
+            )
+        num_heads = PUBLIC_WAN_HEADS[dim]
+    if num_heads < 1 or dim % num_heads:
+        raise ValueError(f"num_heads={num_heads} does not divide the width {dim} of these weights")
     num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     img = state.get("img_emb.proj.0.weight")
     pos = state.get("img_emb.emb_pos")
     return dict(
         patch_size=patch,
-        num_heads=num_heads or max(1, dim // 128),
+        num_heads=num_heads,
         dim=dim,
         in_channels=in_channels,
         out_channels=state["head.head.weight"].shape[0] // (patch[0] * patch[1] * patch[2]),
@@ -177,42 +198,56 @@ def cast_keeping_fp32(model: torch.nn.Module, dtype: Optional[torch.dtype]) -> t
     return model
 
 
-def load_wan_transformer(path: str | os.PathLike, torch_dtype: Optional[torch.dtype] = None):
-    """Load a Wan2.1 DiT into a ``VideoDiT``, detecting the layout.
+def load_wan_transformer(
+    path: str | os.PathLike, model_cls, torch_dtype: Optional[torch.dtype] = None, num_heads: Optional[int] = None
+):
+    """Load a Wan2.1 DiT into ``model_cls`` (``VideoDiT``; the model passes itself, so convert/ never imports
+    models/), detecting the layout.
 
     ``path`` may be: a videogen model directory (``save_pretrained``), a diffusers ``WanTransformer3DModel``
     directory (config.json + safetensors, sharded or not), or an original Wan2.1 checkpoint (a safetensors/pth
     file or a directory of shards, keys with or without ``model.diffusion_model.``, original ``config.json``
-    optional). Loading is strict: a missing, unexpected or mis-shaped key raises ``ValueError``.
+    optional). Without a config the head count comes from ``num_heads`` or, for the public Wan2.1 widths only,
+    from the width (see ``transformer_config_from_state_dict``). A ``num_heads`` that contradicts the config is
+    an error. Loading is strict: a missing, unexpected or mis-shaped key raises ``ValueError``.
     """
     from accelerate import init_empty_weights
-
-    from videogen.models.transformer import VideoDiT
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no Wan transformer checkpoint at {path}")
     cfg = read_config(path)
-    if cfg is not None and cfg.get("_class_name") == "VideoDiT":
-        return cast_keeping_fp32(VideoDiT.from_pretrained(path), torch_dtype)
+    if cfg is not None and cfg.get("_class_name") == model_cls.__name__:
+        model = model_cls.from_pretrained(path)
+        _check_heads(model.config.num_heads, num_heads, path)
+        return cast_keeping_fp32(model, torch_dtype)
 
     raw = strip_prefix(load_state_dict(path), ORIGINAL_PREFIX)
     if _is_diffusers_layout(raw):
         state = transformer_state_dict_from_diffusers(raw)
         if cfg is not None and "num_attention_heads" in cfg:
             config = transformer_config_from_diffusers(cfg)
+            _check_heads(config["num_heads"], num_heads, path)
         else:
-            config = transformer_config_from_state_dict(state)
+            config = transformer_config_from_state_dict(state, num_heads)
     else:
         state = transformer_state_dict_from_original(raw)
         if "patch_embedding.weight" not in state:
             raise ValueError(f"{path} holds no Wan DiT weights (no patch_embedding.weight)")
         facts = _original_config_facts(cfg)
-        config = {**transformer_config_from_state_dict(state, facts.get("num_heads")), **facts}
+        if "num_heads" in facts:
+            _check_heads(facts["num_heads"], num_heads, path)
+        config = {**transformer_config_from_state_dict(state, facts.get("num_heads", num_heads)), **facts}
     with init_empty_weights():
-        model = VideoDiT(**config)
+        model = model_cls(**config)
     load_strict(model, state, source=str(path), assign=True)
     return cast_keeping_fp32(model.eval(), torch_dtype)
+
+
+def _check_heads(found: int, given: Optional[int], path) -> None:
+    """A ``num_heads`` argument must agree with the head count a checkpoint's config states."""
+    if given is not None and given != found:
+        raise ValueError(f"num_heads={given} contradicts the config beside {path}, which says {found}")
 
 
 def save_diffusers_transformer(model, directory: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -178,9 +178,22 @@ def vae_config_from_diffusers(config: Mapping) -> dict:
     return ours
 
 
-def vae_config_from_original(state: Mapping[str, torch.Tensor]) -> dict:
+# The architecture of the public Wan2.1 VAE (Wan2.1_VAE.pth): the one whose latent statistics are known without a
+# config (the original release keeps them in code, not in the file; CausalVideoVAE's defaults are those values).
+WAN21_VAE_ARCHITECTURE = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                              temporal_downsample=[False, True, True])
+
+
+def vae_config_from_original(
+    state: Mapping[str, torch.Tensor], latents_mean: Optional[Sequence[float]] = None,
+    latents_std: Optional[Sequence[float]] = None,
+) -> dict:
     """Infer our config from the tensor shapes of an original Wan2.1 VAE state dict (base_dim, z_dim, stages,
-    blocks, temporal downsampling). The latent statistics are Wan's when z_dim is 16, else zeros and ones."""
+    blocks, temporal downsampling).
+
+    The latent statistics are not in the weights: they are ``latents_mean``/``latents_std`` if given, else Wan2.1's
+    own for the public Wan2.1 VAE architecture; any other architecture without them is a ``ValueError`` (a guess
+    would silently mis-scale every latent)."""
     try:
         base_dim = state["encoder.conv1.weight"].shape[0]
         z_dim = state["conv2.weight"].shape[0]
@@ -192,8 +205,19 @@ def vae_config_from_original(state: Mapping[str, torch.Tensor]) -> dict:
     dim_mult = [state[f"encoder.downsamples.{s * (r + 1)}.residual.2.weight"].shape[0] // base_dim for s in range(stages)]
     temporal = [f"encoder.downsamples.{i}.time_conv.weight" in state for i in resamples]
     config = dict(base_dim=base_dim, z_dim=z_dim, dim_mult=dim_mult, num_res_blocks=r, temporal_downsample=temporal)
-    if z_dim != 16:
-        config.update(latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+    if (latents_mean is None) != (latents_std is None):
+        raise ValueError("give both latents_mean and latents_std, or neither")
+    if latents_mean is not None:
+        for name, values in (("latents_mean", latents_mean), ("latents_std", latents_std)):
+            if len(values) != z_dim:
+                raise ValueError(f"{name} has {len(values)} values; these weights have z_dim={z_dim} latent channels")
+        config.update(latents_mean=list(map(float, latents_mean)), latents_std=list(map(float, latents_std)))
+    elif config != WAN21_VAE_ARCHITECTURE:
+        raise ValueError(
+            f"these VAE weights are not the public Wan2.1 VAE (inferred {config}), so their latent statistics are "
+            "unknown: the weights do not hold them. Pass latents_mean= and latents_std= (z_dim values each) to "
+            "CausalVideoVAE.from_wan, or load a directory with its config.json"
+        )
     return config
 
 
@@ -205,20 +229,25 @@ def _is_ours(config: Optional[Mapping]) -> bool:
 
 
 def load_wan_vae(
-    path: str | os.PathLike, torch_dtype: Optional[torch.dtype] = None, config: Optional[Mapping] = None
-) -> "CausalVideoVAE":
-    """Load a Wan2.1 VAE from ``path`` into a ``CausalVideoVAE`` (eval mode), detecting the format:
+    path: str | os.PathLike,
+    model_cls,
+    torch_dtype: Optional[torch.dtype] = None,
+    config: Optional[Mapping] = None,
+    latents_mean: Optional[Sequence[float]] = None,
+    latents_std: Optional[Sequence[float]] = None,
+):
+    """Load a Wan2.1 VAE from ``path`` into ``model_cls`` (``CausalVideoVAE``; the model passes itself, so convert/
+    never imports models/), in eval mode, detecting the format:
 
     * a diffusers ``AutoencoderKLWan`` directory (``config.json`` + safetensors, possibly sharded with an index),
       or a diffusers model root with a ``vae/`` subfolder;
     * an original ``Wan2.1_VAE.pth`` file, or a directory holding one (config inferred from tensor shapes
-      unless ``config`` (ours) is given);
+      unless ``config`` (ours) is given; the latent statistics are ``latents_mean``/``latents_std``, which only
+      the public Wan2.1 VAE may omit: see ``vae_config_from_original``);
     * a directory written by ``CausalVideoVAE.save_pretrained``.
 
     A missing path is a FileNotFoundError; missing, unexpected or mis-shaped keys are a ValueError listing them.
     """
-    from videogen.models.vae import CausalVideoVAE
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Wan VAE checkpoint path does not exist: {path}")
@@ -230,7 +259,7 @@ def load_wan_vae(
     found = read_config(path)
 
     if _is_ours(found):
-        model = CausalVideoVAE.from_pretrained(str(path), torch_dtype=torch_dtype)
+        model = model_cls.from_pretrained(str(path), torch_dtype=torch_dtype)
         return model.eval()
     if found is not None:  # diffusers directory
         our_config = dict(config) if config is not None else vae_config_from_diffusers(found)
@@ -245,10 +274,10 @@ def load_wan_vae(
                 f"{files[0]} is not an original Wan2.1 VAE checkpoint (no 'encoder.conv1.weight'); "
                 "for diffusers weights pass the directory that holds config.json"
             )
-        our_config = dict(config) if config is not None else vae_config_from_original(raw)
+        our_config = dict(config) if config is not None else vae_config_from_original(raw, latents_mean, latents_std)
         state = vae_state_dict_from_original(raw, our_config)
 
-    model = CausalVideoVAE(**our_config)
+    model = model_cls(**our_config)
     load_strict(model, state, source=str(path))
     if torch_dtype is not None:
         model = model.to(torch_dtype)

@@ -297,11 +297,12 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
     # -- conversion helpers (implemented in videogen.convert.wan) -------------------------------
 
     @classmethod
-    def from_wan(cls, path, torch_dtype: Optional[torch.dtype] = None) -> "VideoDiT":
-        """Load Wan2.1 DiT weights: a diffusers model directory or original checkpoint shards (auto-detected)."""
+    def from_wan(cls, path, torch_dtype: Optional[torch.dtype] = None, num_heads: Optional[int] = None) -> "VideoDiT":
+        """Load Wan2.1 DiT weights: a diffusers model directory or original checkpoint shards (auto-detected).
+        ``num_heads`` is needed only for bare weights (no config.json) of a width no public Wan2.1 model has."""
         from videogen.convert.wan import load_wan_transformer
 
-        return load_wan_transformer(path, torch_dtype=torch_dtype)
+        return load_wan_transformer(path, cls, torch_dtype=torch_dtype, num_heads=num_heads)
 
     def to_diffusers_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under diffusers ``WanTransformer3DModel`` key names."""

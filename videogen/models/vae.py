@@ -372,12 +372,17 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         check_same_device_dtype(self, x, name)
 
     @classmethod
-    def from_wan(cls, path, torch_dtype: Optional[torch.dtype] = None) -> "CausalVideoVAE":
+    def from_wan(
+        cls, path, torch_dtype: Optional[torch.dtype] = None, latents_mean: Optional[Sequence[float]] = None,
+        latents_std: Optional[Sequence[float]] = None,
+    ) -> "CausalVideoVAE":
         """Load Wan2.1 VAE weights: a diffusers ``AutoencoderKLWan`` directory (possibly sharded), an original
-        ``Wan2.1_VAE.pth`` file, or a directory holding one. See ``videogen.convert.wan_vae.load_wan_vae``."""
+        ``Wan2.1_VAE.pth`` file, or a directory holding one. An original-format file of another architecture than
+        the public Wan2.1 VAE needs ``latents_mean``/``latents_std`` (they are not in the weights). See
+        ``videogen.convert.wan_vae.load_wan_vae``."""
         from videogen.convert.wan_vae import load_wan_vae
 
-        return load_wan_vae(path, torch_dtype=torch_dtype)
+        return load_wan_vae(path, cls, torch_dtype=torch_dtype, latents_mean=latents_mean, latents_std=latents_std)
 
     def to_diffusers_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under diffusers ``AutoencoderKLWan`` key names."""

@@ -1,0 +1,75 @@
+"""The ``videogen eval`` command: its arguments, and the dispatch to the evaluations (text/image-to-video on the
+shapes world, caption sensitivity)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from videogen.evaluation.evaluate import load_prompts, run_eval
+
+
+def add_cli(subparsers):
+    """Register ``videogen eval`` on an argparse subparsers object; return its parser."""
+    p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
+    p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V)")
+    p.add_argument("--task", choices=["t2v", "i2v"], default="t2v",
+                   help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline)")
+    p.add_argument("--prompts", default="default",
+                   help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per prompt (0..N-1)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps")
+    # Guidance defaults: the model's generation_config.json (what `videogen generate` uses), else CFG 5, no STG.
+    p.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None, help="CFG scale (<= 1: off)")
+    p.add_argument("--stg-scale", dest="stg_scale", type=float, default=None, help="STG scale (0: off)")
+    p.add_argument("--stg-blocks", dest="stg_blocks", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="comma-separated block indices STG perturbs")
+    p.add_argument("--stg-mode", dest="stg_mode", choices=["block", "attention"], default=None)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--num-frames", dest="num_frames", type=int, default=17, help="1 + 4k frames")
+    p.add_argument("--out", default="eval", help="output folder (eval.json, contact_sheet.png/.gif)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-sequence-length", dest="max_sequence_length", type=int, default=None,
+                   help="text tokens (default: the model's generation_config.json, else 512)")
+    p.add_argument("--no-vae-ceiling", dest="vae_ceiling", action="store_false",
+                   help="skip scoring the ground truth after a round trip through the pipeline's VAE")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="instead of generating: how much the DiT's loss on the ground truth rises when the prompts' "
+                        "colour, shape or motion words are swapped (videogen.evaluation.sensitivity)")
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def cmd_eval(args) -> int:
+    """Run ``videogen eval`` from parsed arguments."""
+    from videogen.guidance import cfg_stg
+    from videogen.loading import generation_defaults, load_pipeline
+
+    model = Path(args.model)
+    if not (model / "model_index.json").exists():
+        raise FileNotFoundError(f"no pipeline directory (model_index.json) at {model}")
+    prompts = load_prompts(args.prompts)[: args.limit]
+    if args.seeds < 1 or not prompts:
+        raise ValueError("need at least one prompt and one seed")
+    d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
+    guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
+    pipe = load_pipeline(model, args.device)
+    config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
+                  stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
+    is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
+    if (args.task == "i2v") != is_i2v:
+        raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
+                         f"pipeline; {model} holds a {type(pipe).__name__}")
+    if args.sensitivity:
+        from videogen.evaluation.sensitivity import run_sensitivity
+
+        if is_i2v:
+            raise ValueError("--sensitivity measures a text-to-video pipeline")
+        run_sensitivity(pipe, prompts, range(args.seeds), args.num_frames, args.height, args.width,
+                        d["max_sequence_length"], args.out)
+        return 0
+    run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
+             guidance, args.out, config, args.progress, args.task, args.vae_ceiling, d["max_sequence_length"])
+    return 0

@@ -1,0 +1,107 @@
+"""Read a pipeline directory: the embedded defaults, class detection, integrity, dtype and generation defaults.
+
+The one place that turns a path (or nothing: the embedded default) into a ready pipeline and its settings. The
+CLI, the evaluation, export and the web UI all call it; none of them sets up a pipeline on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+# Embedded default models, by the conditioning they take (a name under the checkpoints directory).
+DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-i2v"}
+
+GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
+                           stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
+                           max_sequence_length=512)
+
+IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def checkpoints_dir() -> Path:
+    """The folder that holds the embedded default models, in every install mode.
+
+    A wheel or ``pip install .`` ships the repository's ``checkpoints/`` as the package data
+    ``videogen/checkpoints`` (setup.cfg maps one onto the other); a source checkout or an editable install uses
+    the repository's folder itself."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "checkpoints", here.parent / "checkpoints"):
+        if (candidate / DEFAULT_MODELS["text"] / "model_index.json").exists():
+            return candidate
+    raise FileNotFoundError(
+        f"the embedded default models are missing: no checkpoints folder next to {here} and no package data "
+        "videogen.checkpoints; reinstall videogen, or pass --model PATH"
+    )
+
+
+def default_model(conditioning: str = "text") -> Path:
+    """The embedded default pipeline directory for a kind of conditioning: ``text`` (text-to-video) or
+    ``image`` (image-to-video)."""
+    if conditioning not in DEFAULT_MODELS:
+        raise ValueError(f"no embedded default takes {conditioning!r} conditioning; "
+                         f"there are defaults for: {', '.join(DEFAULT_MODELS)}")
+    return checkpoints_dir() / DEFAULT_MODELS[conditioning]
+
+
+def default_model_for(image: bool = False) -> Path:
+    """The embedded default that supports every conditioning asked for (``image``: a first frame)."""
+    return default_model("image" if image else "text")
+
+
+def pipeline_class_name(model: Path) -> Optional[str]:
+    """The ``_class_name`` in a pipeline directory's model_index.json; a directory without one is an error."""
+    index = Path(model) / "model_index.json"
+    if not index.exists():
+        raise FileNotFoundError(f"no pipeline directory at {model} (no model_index.json)")
+    return json.loads(index.read_text()).get("_class_name")
+
+
+def is_image_to_video(model: Path) -> bool:
+    """Whether the pipeline directory holds an image-to-video pipeline (ours or diffusers' Wan2.1 I2V)."""
+    return pipeline_class_name(model) in IMAGE_TO_VIDEO_CLASSES
+
+
+def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
+    """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
+    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``.
+    Files are checked first (``videogen.integrity.verify_checkpoint``): a corrupted one is an error naming it.
+    ``dtype``: the compute dtype of the text encoder and the DiT (the VAE stays fp32; norms and modulation too)."""
+    import torch
+
+    from videogen.integrity import verify_checkpoint
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+    model = Path(model)
+    name = pipeline_class_name(model)
+    verify_checkpoint(model)
+    if name in IMAGE_TO_VIDEO_CLASSES:
+        from pipelines.image_to_video import ImageToVideoPipeline as cls
+    else:
+        from pipelines.text_to_video import TextToVideoPipeline as cls
+    torch_dtype = getattr(torch, dtype)
+    if name in ("WanPipeline", "WanImageToVideoPipeline"):
+        pipe = cls.from_wan(model, torch_dtype=None if dtype == "float32" else torch_dtype)
+    else:
+        pipe = cls.from_pretrained(model, dtype=torch.float32)  # half-stored weights (shipped checkpoints) in fp32
+        if dtype != "float32":
+            from videogen.convert.wan import cast_keeping_fp32
+
+            cast_keeping_fp32(pipe.transformer, torch_dtype)
+            pipe.text_encoder.to(torch_dtype)
+    return pipe.to(device)
+
+
+def generation_defaults(model: Path, overrides: dict | None = None) -> dict:
+    """Settings for ``generate`` (and ``eval``, the UI): ours, overridden by the checkpoint's
+    ``generation_config.json`` if it has one, then by the ``overrides`` (e.g. ``vars(args)``) that name a setting
+    and are not None."""
+    defaults = dict(GENERATION_DEFAULTS)
+    cfg = Path(model) / "generation_config.json"
+    if cfg.exists():
+        defaults.update(json.loads(cfg.read_text()))
+    defaults.update({k: v for k, v in (overrides or {}).items() if k in GENERATION_DEFAULTS and v is not None})
+    return defaults
