@@ -48,12 +48,16 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
     _optional_components = ["image_encoder", "image_processor"]
 
-    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None):
+    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None,
+                 image_optional: bool = False):
         super().__init__()
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler,
             image_encoder=image_encoder, image_processor=image_processor,
         )
+        # A model trained with the image condition dropped for part of its batches (train.image_dropout, as
+        # Wan2.2-TI2V) also generates from text alone: with image=None it gets the all-zero condition it saw then.
+        self.register_to_config(image_optional=bool(image_optional))
 
     @classmethod
     def from_wan(
@@ -91,7 +95,14 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
                 f"{cfg.out_channels} + {self.vae_scale_factor_temporal} + {self.vae.config.z_dim} = {need}"
             )
         if image is None:
-            raise ValueError("ImageToVideoPipeline needs an image (the first frame): pass image=...")
+            if not self.config.get("image_optional", False):
+                raise ValueError("ImageToVideoPipeline needs an image (the first frame): pass image=...; this model "
+                                 "was not trained to generate from text alone (model_index.json image_optional)")
+            if last_image is not None or image_embeds is not None:
+                raise ValueError("last_image / image_embeds need an image (the first frame) too")
+            if self.image_tokens_per_video:
+                raise ValueError("text-only generation is for models without image tokens (image_dim=None)")
+            return
         for name, value in (("image", image), ("last_image", last_image)):
             if isinstance(value, (list, tuple)) and len(value) not in (1, num_prompts):
                 raise ValueError(
@@ -145,6 +156,12 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
         fitted by ``fit_image``; the image encoder gets the image as given (its processor resizes and crops to
         its own square), as diffusers and Wan2.1 do.
         """
+        if image is None:  # text only (an image_optional model): no given frame, the zero condition it was trained on
+            b = num_prompts * num_videos_per_prompt
+            shape = (b, self.vae_scale_factor_temporal + self.vae.config.z_dim,
+                     (num_frames - 1) // self.vae_scale_factor_temporal + 1,
+                     height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
+            return {"image_condition": torch.zeros(shape, device=device), "image_embeds": None}
         firsts = [load_image(x) for x in as_list(image)]
         lasts = None if last_image is None else [load_image(x) for x in as_list(last_image)]
         n = 1 if len(firsts) == 1 and (lasts is None or len(lasts) == 1) else num_prompts
@@ -211,7 +228,8 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
 
         Args (diffusers' ``WanImageToVideoPipeline`` names; the rest as ``TextToVideoPipeline``):
             image: the first frame: a path, PIL image, numpy ``[h, w, 3]`` (uint8, or float in [0, 1]) or torch
-                ``[3, h, w]`` in [0, 1]; one for all prompts or a list with one per prompt. It is fitted to
+                ``[3, h, w]`` in [0, 1]; one for all prompts or a list with one per prompt. None generates from
+                text alone, for a model saved with ``image_optional=True`` (trained with the image dropped). It is fitted to
                 ``height x width`` by resizing to cover (aspect ratio kept) and center cropping; pass an image of
                 exactly that size to keep every pixel.
             last_image: optional last frame (first-last-frame generation), in the same forms.

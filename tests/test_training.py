@@ -487,3 +487,45 @@ def test_clean_first_frame_prob_changes_training(tmp_path, data):
     plain, clean = final_tensors(tmp_path / "plain"), final_tensors(tmp_path / "clean")
     assert plain.keys() == clean.keys()
     assert any(not torch.equal(plain[k], clean[k]) for k in plain)
+
+
+def test_joint_text_and_image_to_video_training(tmp_path):
+    """`train.image_dropout` (with i2v): that share of samples trains with the all-zero condition, so the saved
+    ImageToVideoPipeline (image_optional) also generates from text alone; the dropout changes the losses; the cache
+    trains the text encoder too when asked (its captions encoded every step)."""
+    from _tiny import tiny_pipeline_parts
+    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
+
+    clips = make_clips(tmp_path / "clips", count=2)
+    _, parts = tiny_pipeline_parts(tmp_path)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    cached = run_cli("cache", "--data", str(clips), "--model", str(tmp_path / "pipe"), "--out", str(tmp_path / "cache"),
+                     "--num-frames", "5", "--height", "32", "--width", "32", "--max-sequence-length", "16",
+                     "--image-latents")
+    assert cached.returncode == 0, cached.stderr
+    common = ["model.pretrained=" + str(tmp_path / "pipe"), "model.vae=null", "data.batch_size=2", "train.max_steps=3",
+              "train.i2v=true", "train.ema_decay=null", "train.learning_rate=1e-2", f"data.cache={tmp_path / 'cache'}"]
+    config = write_config(tmp_path, data={"root": str(clips)})
+    losses = {}
+    for name, extra in (("plain", []), ("joint", ["train.image_dropout=0.5", "train.train_text_encoder=true"])):
+        proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", *common, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    assert not np.allclose(losses["plain"], losses["joint"]), losses
+    plain = ImageToVideoPipeline.from_pretrained(tmp_path / "plain" / "final")
+    joint = ImageToVideoPipeline.from_pretrained(tmp_path / "joint" / "final")
+    assert plain.config.image_optional is False and joint.config.image_optional is True
+    before = load_file(str(tmp_path / "pipe" / "text_encoder" / "model.safetensors"))
+    after = load_file(str(tmp_path / "joint" / "final" / "text_encoder" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the text encoder trained (from the cache)
+    args = dict(prompt="a red square moving right", height=32, width=32, num_frames=5, num_inference_steps=2,
+                max_sequence_length=16, generator=torch.Generator().manual_seed(0))
+    assert joint(**args).frames.shape == (1, 5, 32, 32, 3)  # text alone
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    image[8:16, 8:16] = (230, 30, 30)
+    assert joint(image=image, **args).frames.shape == (1, 5, 32, 32, 3)
+    with pytest.raises(ValueError, match="not trained to generate from text alone"):
+        plain(**args)
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'bad'}", *common[:-1],
+                   "train.i2v=false", "train.image_dropout=0.5")
+    assert proc.returncode != 0 and "image_dropout" in proc.stderr

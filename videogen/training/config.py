@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
         # [first frame, zeros...]). A text-to-video transformer is widened to 2 z + 4 input channels, the new ones
         # zero-initialised, so training starts from exactly the T2V model. Saves an ImageToVideoPipeline.
         "i2v": False,
+        # DiT task with i2v: the fraction of samples whose image condition is dropped (mask and image latents all
+        # zero), so one model also generates from text alone (as Wan2.2-TI2V); saved with image_optional=True.
+        "image_dropout": 0.0,
         "kl_weight": 1e-6,
         # VAE task: decode a posterior "sample" (a true VAE) or its "mode" (a deterministic autoencoder with the KL
         # term as a weak regulariser). From scratch, the initial posterior noise (std 1) swamps the encoder's

@@ -102,9 +102,9 @@ class Trainer:
         if d["cache"]:
             from videogen.data.cache import CachedDataset
 
-            if cfg["task"] != "dit" or not cfg["model"]["pretrained"] or t["train_text_encoder"]:
-                raise ValueError("data.cache needs task=dit, model.pretrained (the pipeline the cache was built with) "
-                                 "and a frozen text encoder")
+            if cfg["task"] != "dit" or not cfg["model"]["pretrained"]:
+                raise ValueError("data.cache needs task=dit and model.pretrained (the pipeline the cache was built "
+                                 "with); with train.train_text_encoder the cached captions are encoded every step")
             self.dataset = CachedDataset(d["cache"])
         elif d["root"] is None:
             raise ValueError("data.root is not set: point it at a video folder or a `videogen synth` output")
@@ -119,6 +119,8 @@ class Trainer:
         self.lora_config = None
         if t["i2v"] and cfg["task"] != "dit":
             raise ValueError("train.i2v needs task: dit")
+        if not 0.0 <= t["image_dropout"] < 1.0 or (t["image_dropout"] and not t["i2v"]):
+            raise ValueError(f"train.image_dropout must be in [0, 1) and needs train.i2v; got {t['image_dropout']}")
         if cfg["task"] == "dit":
             self.model = parts["transformer"]
             if t["i2v"]:
@@ -225,7 +227,7 @@ class Trainer:
         drop = self._local(torch.rand(global_batch, generator=gen) < t["caption_dropout"], local)
         sigma = self._local(sample_sigmas(global_batch, gen, t["logit_mean"], t["logit_std"], t["flow_shift"]), local)
         noise = self._local(torch.randn((global_batch, *latents.shape[1:]), generator=gen), local).to(device)
-        if cached:
+        if cached and not t["train_text_encoder"]:
             text = batch["prompt_embeds"].to(device)
             if drop.any():
                 empty = self._empty_prompt_embeds(text.shape[1])
@@ -240,7 +242,11 @@ class Trainer:
             keep = self._local(torch.rand(global_batch, generator=gen) < t["clean_first_frame_prob"], local)
             x_t, weights = clean_first_frame(x_t, latents, keep)
         if t["i2v"]:
-            x_t = torch.cat([x_t, self.image_condition(batch, d["num_frames"]).to(device)], dim=1)
+            condition = self.image_condition(batch, d["num_frames"]).to(device)
+            if t["image_dropout"]:  # text-to-video samples: the all-zero condition (no mask, no image latents)
+                dropped = self._local(torch.rand(global_batch, generator=gen) < t["image_dropout"], local).to(device)
+                condition = torch.where(dropped[:, None, None, None, None], torch.zeros_like(condition), condition)
+            x_t = torch.cat([x_t, condition], dim=1)
         pred = self.model(x_t, (sigma * 1000).to(device), text).sample
         return flow_matching_loss(pred, target, weights)
 
@@ -372,9 +378,13 @@ class Trainer:
         else:
             from pipelines import ImageToVideoPipeline, TextToVideoPipeline
 
-            cls = ImageToVideoPipeline if self.cfg["train"]["i2v"] else TextToVideoPipeline
-            cls(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
-                transformer=model, vae=self.vae, scheduler=self.parts["scheduler"]).save_pretrained(final)
+            parts = dict(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+                         transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
+            if self.cfg["train"]["i2v"]:  # trained with the image dropped: it also generates from text alone
+                pipe = ImageToVideoPipeline(**parts, image_optional=self.cfg["train"]["image_dropout"] > 0)
+            else:
+                pipe = TextToVideoPipeline(**parts)
+            pipe.save_pretrained(final)
             # What it was trained at, for `videogen generate` / `eval` / `export`: the text length matters most (a
             # model trained on 40 padded tokens sees its prompt diluted among 512 at Wan's default).
             d = self.cfg["data"]
