@@ -300,3 +300,30 @@ def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
     written = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
     assert set(written) == {"plain", "clean_first_frame"}
     assert written["plain"]["variants"]["color"]["rise"][1] == pytest.approx(v["color"]["rise"][0], rel=1e-4)
+
+
+def test_videogen_eval_vae_reports_per_frame_psnr(tmp_path, capsys):
+    """`videogen eval --task vae` round-trips the eval's ground truth through a VAE (a VAE directory or a
+    pipeline's) and reports PSNR per frame index, computed here independently from the same clips."""
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+    from videogen.cli import main
+    from videogen.evaluation.evaluate import vae_round_trip
+    from videogen.evaluation.metrics import psnr
+
+    _, parts = tiny_pipeline_parts(tmp_path)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    common = ["--prompts", "holdout", "--limit", "2", "--seeds", "2", "--height", "32", "--width", "32",
+              "--num-frames", "5", "--no-progress"]
+    assert main(["eval", "--task", "vae", "--model", str(tmp_path / "pipe"), "--out", str(tmp_path / "a"), *common]) == 0
+    assert "VAE round trip over 4 clips" in capsys.readouterr().out
+    assert main(["eval", "--task", "vae", "--model", str(tmp_path / "pipe" / "vae"), "--out", str(tmp_path / "b"),
+                 *common]) == 0
+    a = json.loads((tmp_path / "a" / "vae.json").read_text())
+    b = json.loads((tmp_path / "b" / "vae.json").read_text())
+    assert a["psnr_by_frame"] == b["psnr_by_frame"] and len(a["psnr_by_frame"]) == 5
+    prompts = a["config"]["prompts"]
+    clips = ground_truth_clips(prompts, [0, 1], 5, 32, 32)
+    expected = np.mean([[psnr(r, c) for r, c in zip(vae_round_trip(parts["vae"], clip), clip)] for clip in clips], 0)
+    assert np.allclose(a["psnr_by_frame"], expected, atol=1e-3)
+    assert a["summary"]["mean_psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-6)

@@ -12,9 +12,11 @@ from pathlib import Path
 def add_cli(subparsers):
     """Register ``videogen eval`` on an argparse subparsers object; return its parser."""
     p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
-    p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V)")
-    p.add_argument("--task", choices=["t2v", "i2v"], default="t2v",
-                   help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline)")
+    p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V); "
+                   "for --task vae also a VAE directory")
+    p.add_argument("--task", choices=["t2v", "i2v", "vae"], default="t2v",
+                   help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline); vae: the "
+                        "VAE's round-trip PSNR per frame on the same ground truth")
     p.add_argument("--prompts", default="default",
                    help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
@@ -50,24 +52,38 @@ def cmd_eval(args) -> int:
     from videogen.loading import generation_defaults, load_pipeline
 
     model = Path(args.model)
-    if not (model / "model_index.json").exists():
-        raise FileNotFoundError(f"no pipeline directory (model_index.json) at {model}")
     prompts = load_prompts(args.prompts)[: args.limit]
     if args.seeds < 1 or not prompts:
         raise ValueError("need at least one prompt and one seed")
+    if args.task == "vae":
+        from videogen.evaluation.evaluate import run_vae_eval
+        from videogen.models.vae import CausalVideoVAE
+
+        if (model / "model_index.json").exists():
+            from videogen.integrity import verify_checkpoint
+
+            verify_checkpoint(model)
+            model = model / "vae"
+        vae = CausalVideoVAE.from_wan(model).float().to(args.device)
+        run_vae_eval(vae, prompts, range(args.seeds), args.num_frames, args.height, args.width, args.out,
+                     args.progress)
+        return 0
+    if not (model / "model_index.json").exists():
+        raise FileNotFoundError(f"no pipeline directory (model_index.json) at {model}")
     d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
     guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device)
     config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
                   stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
-    if (args.task == "i2v") != is_i2v:
+    text_too = is_i2v and pipe.config.get("image_optional", False)  # one model for both tasks
+    if (args.task == "i2v") != is_i2v and not (args.task == "t2v" and text_too):
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
     if args.sensitivity:
         from videogen.evaluation.sensitivity import run_sensitivity
 
-        if is_i2v:
+        if is_i2v and not text_too:
             raise ValueError("--sensitivity measures a text-to-video pipeline")
         run_sensitivity(pipe, prompts, range(args.seeds), args.num_frames, args.height, args.width,
                         d["max_sequence_length"], args.out)

@@ -166,6 +166,39 @@ def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
     return out[0] if frames.ndim == 3 else out
 
 
+def vae_psnr_by_frame(vae, clips) -> np.ndarray:
+    """PSNR (dB) of every frame of each uint8 clip ``[F, H, W, 3]`` after a round trip through ``vae``: ``[N, F]``."""
+    return np.array([[psnr(r, c) for r, c in zip(vae_round_trip(vae, clip), clip)] for clip in clips])
+
+
+def run_vae_eval(vae, prompts, seeds, num_frames: int = 17, height: int = 64, width: int = 64, out_dir=None,
+                 progress: bool = True) -> dict:
+    """The VAE alone on the eval's ground truth (the clips ``ground_truth_clips`` renders for ``prompts`` x
+    ``seeds``): per-frame PSNR of the round trip, averaged over clips per frame index, its mean, and the last
+    frame's drop from the first. Prints a line, writes ``vae.json`` to ``out_dir`` (when given), returns the dict."""
+    from tqdm.auto import tqdm
+
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    clips = ground_truth_clips(prompts, seeds, num_frames, height, width)
+    scores = np.array([vae_psnr_by_frame(vae, [clip])[0] for clip in tqdm(clips, desc="vae round trip",
+                                                                           disable=not progress)])
+    by_frame = scores.mean(axis=0)
+    result = dict(config=dict(prompts=prompts, seeds=seeds, num_frames=num_frames, height=height, width=width),
+                  summary=dict(mean_psnr=float(scores.mean()), first_frame_psnr=float(by_frame[0]),
+                               last_frame_psnr=float(by_frame[-1]), min_clip_psnr=float(scores.mean(axis=1).min()),
+                               clips=len(clips)),
+                  psnr_by_frame=[round(float(v), 3) for v in by_frame])
+    s = result["summary"]
+    print(f"VAE round trip over {len(clips)} clips: mean {s['mean_psnr']:.2f} dB per frame, frame 0 "
+          f"{s['first_frame_psnr']:.2f} dB, last frame {s['last_frame_psnr']:.2f} dB, worst clip {s['min_clip_psnr']:.2f} dB")
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "vae.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out / 'vae.json'}")
+    return result
+
+
 def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
                       num_inference_steps: int = 20, guidance=None, progress: bool = True, images=None,
                       max_sequence_length: int = 512):

@@ -66,6 +66,9 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
             if clean_first_frame:
                 x[:, :, 0] = latents[rows, :, 0]
             t = torch.full((len(rows),), sigma * 1000.0, device=latents.device)
+            extra = pipe.transformer.config.in_channels - x.shape[1]
+            if extra:  # a text-and-image model (image_optional): text alone is the all-zero image condition
+                x = torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
             with torch.no_grad():
                 pred = pipe.transformer(x.to(param.dtype), t, states.to(param.dtype)).sample.float()
             error = (pred - (noise[rows] - latents[rows])).pow(2)
