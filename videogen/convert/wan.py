@@ -1,4 +1,5 @@
-"""Wan2.1 DiT checkpoints <-> VideoDiT: key maps for the diffusers and the original layout, config mapping, loading."""
+"""Wan2.1 DiT checkpoints <-> VideoDiT: key maps for the diffusers and the original layout (plus VideoX-Fun's
+Fun-Control-Camera adapter), config mapping, loading."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ import torch
 from videogen.convert.state_dict import load_state_dict, load_strict, read_config, rename_keys, strip_prefix
 
 ORIGINAL_PREFIX = "model.diffusion_model."
+
+# VideoX-Fun's Fun-Control-Camera adapter (``control_adapter.*``, original Wan keys otherwise) -> ours. A checkpoint
+# with ``control_adapter.conv.weight`` is a camera model. diffusers has no such module; its single-file converter
+# passes these keys through unchanged, so the diffusers table uses the same names.
+CAMERA_ADAPTER_KEYS: list[tuple[str, str]] = [
+    ("camera_adapter.embed.", "control_adapter.conv."),
+    ("camera_adapter.refine.", "control_adapter.residual_blocks.0."),
+]
 
 # (ours, diffusers WanTransformer3DModel). Templates: see videogen.convert.state_dict.rename_keys.
 DIFFUSERS_KEYS: list[tuple[str, str]] = [
@@ -46,12 +55,14 @@ DIFFUSERS_KEYS: list[tuple[str, str]] = [
     ("blocks.{i}.modulation", "blocks.{i}.scale_shift_table"),
     ("head.head.", "proj_out."),
     ("head.modulation", "scale_shift_table"),
+    *CAMERA_ADAPTER_KEYS,
 ]
 
 # (ours, original Wan2.1 `WanModel`). Our names follow the original except the cross-attention norm,
 # which Wan calls norm3 although it sits second in the block.
 ORIGINAL_KEYS: list[tuple[str, str]] = [
     ("blocks.{i}.norm_cross.", "blocks.{i}.norm3."),
+    *CAMERA_ADAPTER_KEYS,
 ]
 
 
@@ -74,6 +85,35 @@ def transformer_state_dict_to_diffusers(state: Mapping[str, torch.Tensor]) -> di
 def transformer_state_dict_from_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an original Wan2.1 DiT state dict (with or without ``model.diffusion_model.``) to VideoDiT keys."""
     return rename_keys(strip_prefix(state, ORIGINAL_PREFIX), ORIGINAL_KEYS, reverse=True)
+
+
+def transformer_state_dict_to_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a VideoDiT state dict to original Wan2.1 keys (VideoX-Fun's for the camera adapter), unprefixed: the
+    exact inverse of ``transformer_state_dict_from_original``."""
+    return rename_keys(state, ORIGINAL_KEYS)
+
+
+def camera_adapter_config(state: Mapping[str, torch.Tensor], cfg: Optional[Mapping] = None) -> dict:
+    """``camera_channels`` / ``camera_downscale`` of (VideoDiT-keyed) weights; empty without a camera adapter.
+
+    The adapter's first convolution takes ``camera_channels * downscale**2`` channels (VideoX-Fun:
+    ``in_dim_control_adapter = shape[1] / ds**2``). The downscale is the VAE's spatial factor, 8 for Wan2.1, unless
+    an original ``config.json`` says otherwise (``downscale_factor_control_adapter``); a stated
+    ``in_dim_control_adapter`` must agree with the weights."""
+    weight = state.get("camera_adapter.embed.weight")
+    if weight is None:
+        return {}
+    cfg = cfg or {}
+    downscale = int(cfg.get("downscale_factor_control_adapter", 8))
+    folded = weight.shape[1]
+    if folded % downscale**2:
+        raise ValueError(f"the camera adapter takes {folded} channels, not a multiple of downscale^2 = {downscale**2}")
+    channels = folded // downscale**2
+    stated = cfg.get("in_dim_control_adapter")
+    if stated is not None and cfg.get("add_control_adapter", True) and int(stated) != channels:
+        raise ValueError(f"config.json says in_dim_control_adapter={stated} but the camera adapter's weights take "
+                         f"{folded} = {channels} x {downscale}^2 channels")
+    return dict(camera_channels=channels, camera_downscale=downscale)
 
 
 def transformer_config_from_diffusers(cfg: Mapping) -> dict:
@@ -108,7 +148,13 @@ def transformer_config_from_diffusers(cfg: Mapping) -> dict:
 
 
 def transformer_config_to_diffusers(cfg: Mapping) -> dict:
-    """Map VideoDiT arguments to a diffusers ``WanTransformer3DModel`` config (for export)."""
+    """Map VideoDiT arguments to a diffusers ``WanTransformer3DModel`` config (for export). diffusers has no camera
+    adapter, so a camera model (``camera_channels`` set) is a ``ValueError``."""
+    if cfg.get("camera_channels"):
+        raise ValueError(
+            "diffusers has no Fun-Control-Camera transformer (no camera adapter in WanTransformer3DModel); keep this "
+            "model in videogen's format (save_pretrained) or write original Wan keys (transformer_state_dict_to_original)"
+        )
     return {
         "_class_name": "WanTransformer3DModel",
         "patch_size": list(cfg["patch_size"]),
@@ -136,10 +182,13 @@ def transformer_config_to_diffusers(cfg: Mapping) -> dict:
 PUBLIC_WAN_HEADS = {1536: 12, 5120: 40}
 
 
-def transformer_config_from_state_dict(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None) -> dict:
+def transformer_config_from_state_dict(
+    state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None, original_config: Optional[Mapping] = None
+) -> dict:
     """Infer VideoDiT arguments from (VideoDiT-keyed) weights.
 
-    Everything but the head count follows from the tensor shapes. The head count is ``num_heads`` if given, else
+    Everything but the head count follows from the tensor shapes (the camera adapter's, see
+    ``camera_adapter_config``, which reads ``original_config`` for a non-default downscale). The head count is ``num_heads`` if given, else
     that of the public Wan2.1 model of this width (12 at 1536, 40 at 5120); any other width without ``num_heads``
     is a ``ValueError``, because a guessed head count gives wrong outputs without a word."""
     w = state["patch_embedding.weight"]  # [dim, in, pt, ph, pw]
@@ -171,6 +220,7 @@ def transformer_config_from_state_dict(state: Mapping[str, torch.Tensor], num_he
         cross_attn_norm="blocks.0.norm_cross.weight" in state,
         image_dim=None if img is None else img.shape[0],
         pos_embed_seq_len=None if pos is None else pos.shape[1],
+        **camera_adapter_config(state, original_config),
     )
 
 
@@ -207,7 +257,8 @@ def load_wan_transformer(
     ``path`` may be: a videogen model directory (``save_pretrained``), a diffusers ``WanTransformer3DModel``
     directory (config.json + safetensors, sharded or not), or an original Wan2.1 checkpoint (a safetensors/pth
     file or a directory of shards, keys with or without ``model.diffusion_model.``, original ``config.json``
-    optional). Without a config the head count comes from ``num_heads`` or, for the public Wan2.1 widths only,
+    optional). VideoX-Fun's Fun-Control-Camera checkpoints (original keys plus ``control_adapter.*``) are told
+    from the keys and load with the camera adapter (``camera_channels`` from its weights). Without a config the head count comes from ``num_heads`` or, for the public Wan2.1 widths only,
     from the width (see ``transformer_config_from_state_dict``). A ``num_heads`` that contradicts the config is
     an error. Loading is strict: a missing, unexpected or mis-shaped key raises ``ValueError``.
     """
@@ -226,7 +277,7 @@ def load_wan_transformer(
     if _is_diffusers_layout(raw):
         state = transformer_state_dict_from_diffusers(raw)
         if cfg is not None and "num_attention_heads" in cfg:
-            config = transformer_config_from_diffusers(cfg)
+            config = {**transformer_config_from_diffusers(cfg), **camera_adapter_config(state)}
             _check_heads(config["num_heads"], num_heads, path)
         else:
             config = transformer_config_from_state_dict(state, num_heads)
@@ -237,7 +288,7 @@ def load_wan_transformer(
         facts = _original_config_facts(cfg)
         if "num_heads" in facts:
             _check_heads(facts["num_heads"], num_heads, path)
-        config = {**transformer_config_from_state_dict(state, facts.get("num_heads", num_heads)), **facts}
+        config = {**transformer_config_from_state_dict(state, facts.get("num_heads", num_heads), cfg), **facts}
     with init_empty_weights():
         model = model_cls(**config)
     load_strict(model, state, source=str(path), assign=True)
@@ -254,8 +305,9 @@ def save_diffusers_transformer(model, directory: str | os.PathLike) -> None:
     """Write ``model`` as a diffusers ``WanTransformer3DModel`` directory (config.json + safetensors)."""
     from safetensors.torch import save_file
 
+    config = transformer_config_to_diffusers(model.config)  # refuses what diffusers cannot load, before writing
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in transformer_state_dict_to_diffusers(model.state_dict()).items()}
     save_file(state, str(directory / "diffusion_pytorch_model.safetensors"))
-    (directory / "config.json").write_text(json.dumps(transformer_config_to_diffusers(model.config), indent=2))
+    (directory / "config.json").write_text(json.dumps(config, indent=2))

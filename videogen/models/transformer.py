@@ -1,11 +1,11 @@
 """VideoDiT: the spatiotemporal diffusion transformer (Wan2.1 architecture) with explicit hooks-free inputs for
-skip guidance (STG) and adapters (ControlNet residuals, per-block modulation)."""
+skip guidance (STG) and adapters (ControlNet residuals, per-block modulation, the Fun-Control-Camera adapter)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -211,6 +211,42 @@ class ImageEmbedding(nn.Module):
         return self.proj(image_tokens.float()).type_as(image_tokens)
 
 
+class ResidualConvBlock(nn.Module):
+    """``x + conv2(relu(conv1(x)))`` with two 3x3 convolutions that keep the width."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, dim, h, w] -> [N, dim, h, w]``."""
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class CameraAdapter(nn.Module):
+    """The Fun-Control-Camera adapter (VideoX-Fun's ``SimpleAdapter``): packed Plücker rays to patch features.
+
+    Per latent frame: ``PixelUnshuffle(downscale)`` folds each ``downscale x downscale`` pixel block into channels
+    (24 -> 24 * 64 for Wan's 8x VAE), a convolution with the DiT's spatial patch as kernel and stride maps them to
+    the model width, and one residual block refines them. The output ``[B, dim, F, H / (ds ph), W / (ds pw)]`` lies
+    on the patch embedding's token grid; ``VideoDiT`` adds it there. Nothing is zero-initialised, as in the release.
+    """
+
+    def __init__(self, in_channels: int, dim: int, downscale: int, patch: tuple[int, int]):
+        super().__init__()
+        self.downscale = downscale
+        self.embed = nn.Conv2d(in_channels * downscale**2, dim, kernel_size=patch, stride=patch)
+        self.refine = ResidualConvBlock(dim)
+
+    def forward(self, camera: torch.Tensor) -> torch.Tensor:
+        """``camera [B, C, F, H, W]`` (pixel resolution) -> ``[B, dim, F, H / (ds ph), W / (ds pw)]``."""
+        b, c, f, h, w = camera.shape
+        frames = camera.transpose(1, 2).reshape(b * f, c, h, w)
+        x = self.refine(self.embed(F.pixel_unshuffle(frames, self.downscale)))
+        return x.unflatten(0, (b, f)).transpose(1, 2)
+
+
 class Head(nn.Module):
     """Final modulated LayerNorm and linear projection back to patch channels."""
 
@@ -246,6 +282,9 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         image_dim: width of image-encoder tokens; set it for I2V models with image cross-attention.
         pos_embed_seq_len: learned image-token positions (first-last-frame models).
         rope_theta, rope_max_seq_len: rotary base and the largest grid extent per axis.
+        camera_channels: channels of the packed camera input (24 for Plücker rays packed as VideoX-Fun does); set
+            it for Fun-Control-Camera models, whose ``CameraAdapter`` output is added to the patch embedding.
+        camera_downscale: pixels per latent pixel the adapter folds into channels (the VAE's spatial factor, 8).
     """
 
     _supports_gradient_checkpointing = True
@@ -270,11 +309,22 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         pos_embed_seq_len: Optional[int] = None,
         rope_theta: float = 10000.0,
         rope_max_seq_len: int = 1024,
+        camera_channels: Optional[int] = None,
+        camera_downscale: int = 8,
     ):
         super().__init__()
         if dim % num_heads or (dim // num_heads) % 2 or min(rope_axis_dims(dim // num_heads)) <= 0:
             raise ValueError(f"dim ({dim}) / num_heads ({num_heads}) must give an even head dim of at least 6")
+        if camera_channels is not None and (patch_size[0] != 1 or camera_channels < 1 or camera_downscale < 1):
+            raise ValueError(
+                f"a camera adapter needs a temporal patch of 1 (it works per latent frame) and positive channels and "
+                f"downscale; got patch_size={tuple(patch_size)}, camera_channels={camera_channels}, "
+                f"camera_downscale={camera_downscale}"
+            )
         self.patch_embedding = nn.Conv3d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.camera_adapter = (
+            CameraAdapter(camera_channels, dim, camera_downscale, tuple(patch_size[1:])) if camera_channels else None
+        )
         self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -339,6 +389,62 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
             if tensor.device != device:
                 raise ValueError(f"{name} is on {tensor.device} but the model is on {device}; move one of them")
 
+    def _check_camera(self, camera, camera_scale, x) -> None:
+        """The camera input must fit the adapter and the latents; a camera for a model without one is an error."""
+        cfg = self.config
+        if camera is None:
+            if camera_scale is not None:
+                raise ValueError("camera_scale was given without a camera")
+            return
+        if self.camera_adapter is None:
+            raise ValueError(
+                "this model has no camera adapter (config camera_channels=None), so it cannot use a camera; load a "
+                "camera model (e.g. Wan2.1-Fun-V1.1-Control-Camera) or leave camera out"
+            )
+        if not isinstance(camera, torch.Tensor) or camera.ndim != 5:
+            shape = tuple(camera.shape) if isinstance(camera, torch.Tensor) else type(camera).__name__
+            raise ValueError(f"camera must be a 5-D tensor [B, {cfg.camera_channels}, F, H, W]; got {shape}")
+        b, c, f, h, w = camera.shape
+        if c != cfg.camera_channels:
+            raise ValueError(f"camera must have {cfg.camera_channels} channels (config camera_channels); got {c}")
+        if b != x.shape[0]:
+            raise ValueError(f"camera has batch size {b} but hidden_states has {x.shape[0]}")
+        if f != x.shape[2]:
+            raise ValueError(f"camera has {f} latent frames but hidden_states has {x.shape[2]} (pack the camera for "
+                             "the same number of video frames)")
+        factor = cfg.camera_downscale * cfg.patch_size[1], cfg.camera_downscale * cfg.patch_size[2]
+        for name, size, multiple, latent in (("height", h, factor[0], x.shape[3]), ("width", w, factor[1], x.shape[4])):
+            check_multiple(f"camera {name}", size, multiple)  # the adapter's unshuffle x the patch
+            if size != latent * cfg.camera_downscale:
+                raise ValueError(f"camera {name} is {size} pixels but the latents are {latent} "
+                                 f"(x {cfg.camera_downscale} = {latent * cfg.camera_downscale} pixels)")
+        if not camera.is_floating_point():
+            raise ValueError(f"camera must be a floating-point tensor; got dtype {camera.dtype}")
+        if camera.device != self.patch_embedding.weight.device:
+            raise ValueError(f"camera is on {camera.device} but the model is on {self.patch_embedding.weight.device}")
+        if isinstance(camera_scale, torch.Tensor) and camera_scale.shape not in ((), (b,)):
+            raise ValueError(f"camera_scale must be a number or a [B={b}] tensor; got shape {tuple(camera_scale.shape)}")
+
+    def add_camera(self, x: torch.Tensor, camera: torch.Tensor, camera_scale=None) -> torch.Tensor:
+        """Patch features ``x [B, dim, f, h, w]`` plus ``camera_scale * CameraAdapter(camera)`` per sample.
+
+        ``camera_scale`` (a number or ``[B]``; default 1) multiplies the adapter's output; the adapter runs only for
+        samples whose scale is not 0, so those keep ``x`` exactly (the camera "off" in a batched guidance pass)."""
+        b = x.shape[0]
+        scale = torch.as_tensor(1.0 if camera_scale is None else camera_scale, dtype=torch.float32, device=x.device)
+        scale = scale.expand(b) if scale.ndim == 0 else scale
+        on = scale.nonzero().flatten()
+        if on.numel() == 0:
+            return x
+        some = on.numel() < b
+        features = self.camera_adapter((camera[on] if some else camera).to(x.dtype))
+        features = features * scale[on].view(-1, 1, 1, 1, 1).to(features.dtype)
+        if not some:
+            return x + features
+        out = x.clone()
+        out[on] = x[on] + features
+        return out
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -349,6 +455,8 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         skip_self_attention: Optional[torch.Tensor] = None,
         block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None,
         block_modulations: Optional[Sequence[Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+        camera: Optional[torch.Tensor] = None,
+        camera_scale: Optional[Union[float, torch.Tensor]] = None,
         return_dict: bool = True,
     ):
         """Predict the flow (velocity) for noisy latents.
@@ -363,6 +471,9 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
             block_residuals: per block, ``None`` or ``[B, N, dim]`` added to the block's output (ControlNet).
             block_modulations: per block, ``None`` or ``(scale, shift)`` each broadcastable to ``[B, N, dim]``,
                 applied to the block's normalised self-attention input as ``h * (1 + scale) + shift``.
+            camera: ``[B, camera_channels, F, H, W]`` packed camera rays at pixel resolution (``H = 8 h`` for the
+                latents' ``h``), for models with a camera adapter: its output is added to the patch embedding.
+            camera_scale: a number or ``[B]``: multiplies the adapter's output per sample (0: adapter not run).
             return_dict: return a ``VideoDiTOutput`` (else a 1-tuple).
 
         With every optional argument left out the computation is exactly Wan's.
@@ -377,6 +488,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
         self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, num_tokens)
+        self._check_camera(camera, camera_scale, hidden_states)
         # Float inputs of another precision are cast to the weights' (e.g. fp32 latents into a bf16 model).
         dtype = self.patch_embedding.weight.dtype
         hidden_states, encoder_hidden_states = hidden_states.to(dtype), encoder_hidden_states.to(dtype)
@@ -386,8 +498,11 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
             if per_block is not None and len(per_block) != len(self.blocks):
                 raise ValueError(f"{name} must have one entry per block ({len(self.blocks)}); got {len(per_block)}")
 
+        x = self.patch_embedding(hidden_states)  # [B, D, f, h, w]
+        if camera is not None:  # Fun-Control-Camera: the adapter's features join the patch features
+            x = self.add_camera(x, camera, camera_scale)
         # [B, D, f, h, w] -> [B, f*h*w, D]; contiguous, or every residual add below runs on strided memory.
-        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+        x = x.flatten(2).transpose(1, 2).contiguous()
         rope = self._rope(grid, x.device)
 
         # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
