@@ -92,3 +92,19 @@ def test_the_shipped_vae_keeps_every_hue():
     prompts = [(color, prompt_for(color, shape, "left")) for color in COLORS for shape in SHAPES]
     for (color, prompt), frames in zip(prompts, ground_truth_clips([p for _, p in prompts], [0])):
         assert measure_clip(vae_round_trip(vae, frames))["dominant_color"] == color, prompt
+
+
+# The shipped VAE's round trip of the held-out ground truth (6 clips, seed 0, 17 frames): mean per-frame PSNR and
+# its worst frame index, measured when it shipped (`videogen eval --task vae`); a regression below either floor fails.
+VAE_PSNR_FLOOR, VAE_FRAME_FLOOR = 24.4, 23.1  # shipped: 24.69 dB mean, 23.41 dB at frame 0 (the worst frame)
+
+
+def test_the_shipped_vae_round_trip_stays_above_its_psnr_floor():
+    from videogen.evaluation.evaluate import ground_truth_clips, holdout_prompts, vae_psnr_by_frame
+    from videogen.models import CausalVideoVAE
+
+    vae = CausalVideoVAE.from_pretrained(T2V / "vae", torch_dtype=torch.float32).eval()
+    scores = vae_psnr_by_frame(vae, ground_truth_clips(holdout_prompts(), [0], 17, 64, 64))
+    assert scores.shape == (6, 17)
+    assert scores.mean() >= VAE_PSNR_FLOOR, scores.mean()
+    assert scores.mean(axis=0).min() >= VAE_FRAME_FLOOR, scores.mean(axis=0)
