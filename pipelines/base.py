@@ -79,7 +79,8 @@ def load_wan_components(
     path: Union[str, os.PathLike],
     torch_dtype: Optional[torch.dtype] = None,
     optional: Sequence[str] = (),
-    expect: Optional[str] = None,
+    expect: Optional[Union[str, Sequence[str]]] = None,
+    transformer: Optional[Union[str, os.PathLike]] = None,
 ) -> tuple[dict, dict]:
     """Load a diffusers-format Wan2.1 pipeline directory: ``(components, model_index)``.
 
@@ -87,7 +88,9 @@ def load_wan_components(
     ``CausalVideoVAE``, kept in fp32 as in Wan's reference scripts); each name in ``optional`` (e.g.
     ``image_encoder``, ``image_processor``) is loaded with the transformers class ``model_index.json`` names, or
     is None where the index has none. ``torch_dtype`` applies to the text encoder and the transformer.
-    ``expect`` (a diffusers class name): a directory of another known Wan pipeline class is a ``ValueError``.
+    ``expect`` (one diffusers class name or several): a directory of another known Wan pipeline class is a
+    ``ValueError``. ``transformer``: DiT weights to load instead of the directory's own (any layout
+    ``VideoDiT.from_wan`` reads, e.g. a Fun-Control-Camera checkpoint); the directory's is then never read.
     """
     import diffusers
     import transformers
@@ -100,7 +103,8 @@ def load_wan_components(
         raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
     index = json.loads((path / "model_index.json").read_text())
     found = index.get("_class_name")
-    if expect is not None and found in WAN_PIPELINES and found != expect:
+    expected = (expect,) if isinstance(expect, str) else tuple(expect or ())
+    if expected and found in WAN_PIPELINES and found not in expected:
         raise ValueError(f"{path} holds a {found}; load it with {WAN_PIPELINES[found]}.from_wan")
     two_stage = (index.get("transformer_2") or [None])[-1] is not None or index.get("boundary_ratio") is not None
     if two_stage or index.get("expand_timesteps"):
@@ -116,7 +120,8 @@ def load_wan_components(
         ),
         tokenizer=transformers.AutoTokenizer.from_pretrained(path / "tokenizer"),
         scheduler=component_class("scheduler", diffusers).from_pretrained(path / "scheduler"),
-        transformer=VideoDiT.from_wan(path / "transformer", torch_dtype=torch_dtype),
+        transformer=VideoDiT.from_wan(path / "transformer" if transformer is None else transformer,
+                                      torch_dtype=torch_dtype),
         vae=CausalVideoVAE.from_wan(path / "vae"),
     )
     for name in optional:
@@ -274,6 +279,11 @@ class VideoDiffusionPipeline(DiffusionPipeline):
             "skip_self_attention": block_mask(b, num_layers, range(b), p.skip_attention, latents.device),
         }
 
+    def conditions_at(self, conds: Conditions, step: int, num_steps: int) -> Conditions:
+        """The conditions for one step; the same every step here. Task pipelines whose conditions switch over the
+        schedule (the camera window) override it."""
+        return conds
+
     def predict(self, latents, t, passes: Sequence[Pass], conds: Conditions, batch_guidance: bool) -> dict:
         """The DiT's prediction for every pass: one batched forward (default) or one forward per pass."""
         groups = [list(passes)] if batch_guidance else [[p] for p in passes]
@@ -312,7 +322,7 @@ class VideoDiffusionPipeline(DiffusionPipeline):
                     continue
                 self._current_timestep = t
                 passes = guidance.passes(i, len(timesteps))
-                preds = self.predict(latents, t, passes, conds, batch_guidance)
+                preds = self.predict(latents, t, passes, self.conditions_at(conds, i, len(timesteps)), batch_guidance)
                 noise_pred = guidance.combine(preds, i, len(timesteps))
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:

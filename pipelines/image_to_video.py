@@ -32,6 +32,12 @@ def repeat_for_batch(x: torch.Tensor, num_prompts: int, num_videos_per_prompt: i
     return x.repeat_interleave(num_videos_per_prompt, dim=0)
 
 
+def image_encoder_tokens(image_encoder, image_processor, images: Sequence[Image.Image], device) -> torch.Tensor:
+    """Image-encoder tokens ``[N, L, image_dim]`` on ``device``: the penultimate hidden states, as Wan2.1 uses CLIP."""
+    inputs = image_processor(images=list(images), return_tensors="pt").to(get_module_execution_device(image_encoder))
+    return image_encoder(**inputs, output_hidden_states=True).hidden_states[-2].to(device)
+
+
 class ImageToVideoPipeline(VideoDiffusionPipeline):
     """Image-to-video (Wan2.1 I2V / first-last-frame) with a ``VideoDiT``, a ``CausalVideoVAE`` and a text encoder.
 
@@ -142,10 +148,7 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
 
     def encode_image(self, images: Sequence[Image.Image], device: Optional[torch.device] = None) -> torch.Tensor:
         """Image-encoder tokens ``[N, L, image_dim]``: the penultimate hidden states, as Wan2.1 uses CLIP."""
-        inputs = self.image_processor(images=list(images), return_tensors="pt")
-        inputs = inputs.to(get_module_execution_device(self.image_encoder))
-        states = self.image_encoder(**inputs, output_hidden_states=True).hidden_states[-2]
-        return states.to(device or self._execution_device)
+        return image_encoder_tokens(self.image_encoder, self.image_processor, images, device or self._execution_device)
 
     def prepare_image_conditions(
         self, image, last_image, image_embeds, num_prompts, num_videos_per_prompt, height, width, num_frames, device

@@ -11,6 +11,10 @@ guider lists the passes it needs and maps the current estimate to a guided one; 
 
 Guiders apply in the order given (put CFG / MultiCondition / APG first, STG after). A guider whose scale makes
 it a no-op (CFG w <= 1, others w = 0) or whose [start, stop) window excludes the step asks for no pass.
+
+Camera motion guidance (CMG) is ``MultiCondition`` with the camera as the extra condition; how a pass with
+``extra=False`` is materialised (the null camera: a static camera, zeros, or the adapter not run) is the camera
+pipeline's choice. ``camera_guidance`` builds the whole chain the command line names.
 """
 
 from __future__ import annotations
@@ -194,8 +198,9 @@ class APG(CFG):
 
 @dataclass
 class MultiCondition(Guider):
-    """Separate scales for text and one extra condition (camera motion guidance):
-    ``e(0,0) + s_t (e(c,0) - e(0,0)) + s_x (e(c,x) - e(c,0))``. ``scale`` is the text scale."""
+    """Separate scales for text and one extra condition (camera motion guidance, CMG):
+    ``e(0,0) + s_t (e(c,0) - e(0,0)) + s_x (e(c,x) - e(c,0))``. ``scale`` is the text scale ``s_t``,
+    ``extra_scale`` the condition's ``s_x``; the passes are ``NULL`` (0,0), ``TEXT_ONLY`` (c,0) and ``COND`` (c,x)."""
 
     scale: float = 5.0
     extra_scale: float = 4.0
@@ -278,6 +283,35 @@ def cfg_stg(guidance_scale: float, stg_scale: float = 0.0, stg_blocks=(2,), stg_
     """The guidance a ``generation_config.json`` / the command line names: ``CFG(guidance_scale)``, followed by
     ``STG(stg_scale, stg_blocks, stg_mode)`` when ``stg_scale > 0``."""
     guiders: list[Guider] = [CFG(guidance_scale)]
+    if stg_scale > 0:
+        guiders.append(STG(stg_scale, blocks=stg_blocks, mode=stg_mode))
+    return Guidance(*guiders)
+
+
+def camera_guidance(
+    guidance_scale: float, camera_scale: float = 0.0, stg_scale: float = 0.0, stg_blocks=(2,), stg_mode: str = "block",
+    camera_window: tuple[float, float] = (0.0, 1.0),
+) -> Guidance:
+    """The guidance of a camera-controlled generation.
+
+    ``camera_scale`` 0: ``CFG(guidance_scale)`` on the text alone, the camera in both passes (what VideoX-Fun
+    does with its Fun-Control-Camera models). ``camera_scale > 0``: camera motion guidance ``MultiCondition(
+    guidance_scale, extra_scale=camera_scale)`` inside ``camera_window`` (the fraction of the schedule where the
+    camera is on) and plain CFG outside it, where the camera is off and the camera term would be zero. Then
+    ``STG(stg_scale, stg_blocks, stg_mode)`` when ``stg_scale > 0``; every pass of a step is one batched forward.
+    """
+    start, stop = camera_window
+    _check_window(start, stop)
+    if camera_scale < 0:
+        raise ValueError(f"camera_scale must be >= 0 (0: no camera motion guidance); got {camera_scale}")
+    if camera_scale == 0:
+        guiders: list[Guider] = [CFG(guidance_scale)]
+    else:
+        guiders = [MultiCondition(guidance_scale, extra_scale=camera_scale, start=start, stop=stop)]
+        if start > 0:
+            guiders.insert(0, CFG(guidance_scale, stop=start))
+        if stop < 1:
+            guiders.append(CFG(guidance_scale, start=stop))
     if stg_scale > 0:
         guiders.append(STG(stg_scale, blocks=stg_blocks, mode=stg_mode))
     return Guidance(*guiders)

@@ -10,14 +10,17 @@ import json
 from pathlib import Path
 from typing import Optional
 
-# Embedded default models, by the conditioning they take (a name under the checkpoints directory).
-DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-i2v"}
+# Embedded default models, by the conditioning they take (a name under the checkpoints directory; None: no
+# embedded model takes it yet).
+DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-i2v", "camera": None}
 
 GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
                            stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
-                           max_sequence_length=512)
+                           max_sequence_length=512, camera_scale=0.0, camera_null="identity", camera_strength=1.0,
+                           camera_window=[0.0, 1.0], camera_speed=1.0)
 
 IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
+CAMERA_CONTROL_CLASSES = ("CameraControlPipeline",)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -38,16 +41,25 @@ def checkpoints_dir() -> Path:
 
 
 def default_model(conditioning: str = "text") -> Path:
-    """The embedded default pipeline directory for a kind of conditioning: ``text`` (text-to-video) or
-    ``image`` (image-to-video)."""
+    """The embedded default pipeline directory for a kind of conditioning: ``text`` (text-to-video), ``image``
+    (image-to-video) or ``camera`` (camera control; none is embedded yet, which is a ``ValueError`` saying so)."""
     if conditioning not in DEFAULT_MODELS:
         raise ValueError(f"no embedded default takes {conditioning!r} conditioning; "
-                         f"there are defaults for: {', '.join(DEFAULT_MODELS)}")
+                         f"there are defaults for: {', '.join(k for k, v in DEFAULT_MODELS.items() if v)}")
+    if DEFAULT_MODELS[conditioning] is None:
+        raise ValueError(
+            f"there is no embedded {conditioning}-control model yet; pass --model DIR with a CameraControlPipeline "
+            "directory, e.g. one written by CameraControlPipeline.from_wan(WAN_I2V_DIR, transformer=FUN_CAMERA_DIT)"
+            ".save_pretrained(DIR) from the Wan2.1-Fun-V1.1 Control-Camera weights"
+        )
     return checkpoints_dir() / DEFAULT_MODELS[conditioning]
 
 
-def default_model_for(image: bool = False) -> Path:
-    """The embedded default that supports every conditioning asked for (``image``: a first frame)."""
+def default_model_for(image: bool = False, camera: bool = False) -> Path:
+    """The embedded default that supports every conditioning asked for (``image``: a first frame; ``camera``: a
+    camera path, which only a camera-control model takes)."""
+    if camera:
+        return default_model("camera")
     return default_model("image" if image else "text")
 
 
@@ -64,9 +76,15 @@ def is_image_to_video(model: Path) -> bool:
     return pipeline_class_name(model) in IMAGE_TO_VIDEO_CLASSES
 
 
+def is_camera_control(model: Path) -> bool:
+    """Whether the pipeline directory holds a camera-control pipeline (``CameraControlPipeline``)."""
+    return pipeline_class_name(model) in CAMERA_CONTROL_CLASSES
+
+
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
-    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, else our ``TextToVideoPipeline``.
+    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline`` or ``CameraControlPipeline``, else
+    our ``TextToVideoPipeline``.
     Files are checked first (``videogen.integrity.verify_checkpoint``): a corrupted one is an error naming it.
     ``dtype``: the compute dtype of the text encoder and the DiT (the VAE stays fp32; norms and modulation too)."""
     import torch
@@ -80,6 +98,8 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     verify_checkpoint(model)
     if name in IMAGE_TO_VIDEO_CLASSES:
         from pipelines.image_to_video import ImageToVideoPipeline as cls
+    elif name in CAMERA_CONTROL_CLASSES:
+        from pipelines.camera_control import CameraControlPipeline as cls
     else:
         from pipelines.text_to_video import TextToVideoPipeline as cls
     torch_dtype = getattr(torch, dtype)

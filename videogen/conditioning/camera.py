@@ -443,17 +443,14 @@ def camera_preset(name: str, num_frames: int, speed: float = 1.0, height: int = 
 # ----------------------------------------------------------------------------------------------
 
 
-def camera_condition(camera, num_frames: int, height: int, width: int, *, speed: float = 1.0, device=None):
-    """Packed Plücker rays ``[24, 1 + (num_frames-1)//4, height, width]`` for a camera given as a preset name,
-    a pose-file path or an ``(intrinsics [F, 4] px, c2w [F, 4, 4])`` pair.
+def camera_poses(camera, num_frames: int, height: int, width: int, *, speed: float = 1.0):
+    """``(intrinsics [num_frames, 4] px, c2w [num_frames, 4, 4] relative to frame 0)``, float32 on the CPU, for a
+    camera given as a preset name, a pose-file path or an ``(intrinsics [F, 4] px, c2w [F, 4, 4])`` pair.
 
-    A string that names a preset is that preset; any other string or path must be a pose file.
-    ``speed`` scales presets only. Pose files are read with ``read_pose_file``; a pair is made relative to its
-    frame 0. Poses whose count differs from ``num_frames`` are resampled (``resample_poses``) with one warning.
-    The rays are computed at pixel resolution on ``device`` (default: the poses' device, CPU for files/presets).
+    A string that names a preset is that preset; any other string or path must be a pose file (read with
+    ``read_pose_file``); a pair is made relative to its frame 0. ``speed`` scales presets only. Poses whose count
+    differs from ``num_frames`` are resampled (``resample_poses``) with one warning.
     """
-    check_num_frames(num_frames, 4)
-    source_device = None
     if isinstance(camera, (str, os.PathLike)):
         if isinstance(camera, str) and _is_preset(camera):
             intrinsics, c2w = camera_preset(camera, num_frames, speed, height, width)
@@ -463,7 +460,6 @@ def camera_condition(camera, num_frames: int, height: int, width: int, *, speed:
             raise ValueError(f"camera {os.fspath(camera)!r} is neither a preset ({', '.join(CAMERA_PRESETS)}) "
                              "nor an existing pose file")
     elif isinstance(camera, (tuple, list)) and len(camera) == 2:
-        source_device = camera[1].device if isinstance(camera[1], torch.Tensor) else None
         intrinsics, c2w = _pose_tensors(camera[0], camera[1], "camera")
         intrinsics, c2w = intrinsics.float(), relative_poses(c2w).float()
     else:
@@ -471,7 +467,35 @@ def camera_condition(camera, num_frames: int, height: int, width: int, *, speed:
                          f"got {type(camera).__name__}")
     if len(c2w) != num_frames:
         warnings.warn(f"the camera has {len(c2w)} poses for {num_frames} frames; resampling them (slerp rotations, "
-                      "linear translations and intrinsics)", stacklevel=2)
+                      "linear translations and intrinsics)", stacklevel=3)
         c2w, intrinsics = resample_poses(c2w, num_frames, intrinsics)
+    return intrinsics, c2w
+
+
+def camera_condition(camera, num_frames: int, height: int, width: int, *, speed: float = 1.0, device=None):
+    """Packed Plücker rays ``[24, 1 + (num_frames-1)//4, height, width]`` for a camera given as a preset name,
+    a pose-file path or an ``(intrinsics [F, 4] px, c2w [F, 4, 4])`` pair (see ``camera_poses``).
+
+    The rays are computed at pixel resolution on ``device`` (default: the poses' device, CPU for files/presets).
+    """
+    check_num_frames(num_frames, 4)
+    source_device = None
+    if isinstance(camera, (tuple, list)) and len(camera) == 2 and isinstance(camera[1], torch.Tensor):
+        source_device = camera[1].device
+    intrinsics, c2w = camera_poses(camera, num_frames, height, width, speed=speed)
     device = device if device is not None else source_device
     return pack_camera(plucker_rays(intrinsics.to(device), c2w.to(device), height, width))
+
+
+def static_camera_condition(intrinsics: torch.Tensor, num_frames: int, height: int, width: int, device=None):
+    """The packed rays of a camera that never moves (identity c2w every frame) with the intrinsics of frame 0:
+    camera motion guidance's null camera ("static")."""
+    c2w = torch.eye(4).repeat(num_frames, 1, 1)
+    return camera_condition((intrinsics[0], c2w), num_frames, height, width, device=device)
+
+
+def write_camera_preset(path, name: str, num_frames: int, height: int, width: int, speed: float = 1.0) -> None:
+    """Write the preset ``name`` (``camera_preset``) as an editable text pose file at ``path``, for ``height x
+    width`` video: ``read_pose_file(path, height, width)`` gives the preset's intrinsics and poses back."""
+    intrinsics, c2w = camera_preset(name, num_frames, speed, height, width)
+    write_pose_file(path, intrinsics, c2w, height, width)
