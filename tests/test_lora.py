@@ -328,3 +328,23 @@ def test_lora_info_names_the_base():
     assert info["scheme"] == "comfyui" and info["ranks"] == [8] and info["alphas"] == [4.0]
     assert info["targets"] == ["ffn.0", "self_attn.q"] and info["blocks"] == [0, 3]
     assert info["base"] == ["Wan2.1-1.3B (width 1536)"]
+
+
+def test_cli_info_and_convert_round_trip(models, tmp_path, capsys):
+    from videogen.cli import main
+
+    _, path = models
+    lora = factors(ours(path))
+    sd, _ = write_scheme("musubi", lora)
+    save_file(sd, str(tmp_path / "in.safetensors"))
+    assert main(["lora", "info", str(tmp_path / "in.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["scheme"] == "musubi" and info["ranks"] == [3, 4] and info["blocks"] == [0, 1, 2]
+    for scheme in ("comfyui", "diffusers", "musubi"):
+        out = tmp_path / f"{scheme}.safetensors"
+        assert main(["lora", "convert", str(tmp_path / "in.safetensors"), str(out), "--to", scheme]) == 0
+        model = ours(path)
+        add_lora(model, read_lora(out), scheme)
+        assert read_lora(out).scheme == scheme
+        assert (forward(model) - forward(merged_by_hand(path, lora))).abs().max() <= 1e-5
+    assert main(["lora", "convert", str(tmp_path / "missing.safetensors"), str(tmp_path / "x"), "--to", "comfyui"]) == 2

@@ -171,8 +171,8 @@ def test_lora_saves_only_the_adapter_and_reloads(tmp_path, data):
     cfg = load_config(config, [f"output_dir={tmp_path / 'run'}", "train.ema_decay=null"])
     trainer = Trainer(cfg)
     trainer.train()
-    saved = load_file(str(tmp_path / "run" / "final" / "lora" / "adapter_model.safetensors"))
-    assert saved and all("lora_" in k for k in saved)
+    saved = load_file(str(tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors"))
+    assert saved and all("lora_" in k and k.startswith("transformer.") for k in saved)  # diffusers' format
     trained = trainer.accelerator.unwrap_model(trainer.model).eval()
     assert any(t.abs().sum() > 0 for k, t in saved.items() if "lora_B" in k)  # the adapter really trained
 
@@ -186,6 +186,18 @@ def test_lora_saves_only_the_adapter_and_reloads(tmp_path, data):
         expected, got, plain = trained(x, t, ctx).sample, fresh(x, t, ctx).sample, base(x, t, ctx).sample
     assert torch.allclose(got, expected, atol=1e-6)
     assert (got - plain).abs().max() > 1e-4
+    # diffusers' own loader reads the file: the same model in diffusers' class, with the LoRA, gives the same output
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    from videogen.convert.wan import save_diffusers_transformer
+
+    save_diffusers_transformer(base, tmp_path / "base_diffusers")
+    ref = WanTransformer3DModel.from_pretrained(tmp_path / "base_diffusers").eval()
+    state, metadata = WanPipeline.lora_state_dict(str(tmp_path / "run" / "final" / "lora"), return_lora_metadata=True)
+    assert metadata and metadata["transformer.r"] == 4 and metadata["transformer.lora_alpha"] == 4
+    ref.load_lora_adapter(state, prefix="transformer", metadata=metadata)
+    with torch.no_grad():
+        assert torch.allclose(ref(x, t, ctx).sample, expected, atol=1e-5)
 
 
 def test_vae_training_reduces_reconstruction_loss(tmp_path, data):

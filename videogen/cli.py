@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     from videogen import export
+    from videogen.convert import lora as lora_files
     from videogen.data import cache as data_cache, synthetic
     from videogen.evaluation import command as eval_command
 
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cache.add_cli(sub)
     eval_command.add_cli(sub)
     export.add_cli(sub)
+    lora_files.add_cli(sub)
 
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")
     info.add_argument("path")

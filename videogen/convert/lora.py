@@ -415,3 +415,38 @@ def lora_info(lora: LoraFile) -> dict:
                 rslora=lora.rslora, targets=sorted(kinds), blocks=sorted(blocks),
                 deltas=lora.has_deltas(), width=sorted(widths),
                 base=[base.get(w, f"a DiT of width {w}") for w in sorted(widths)], unmatched=lora.unmatched[:20])
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def add_cli(subparsers):
+    """Register ``videogen lora info FILE`` and ``videogen lora convert IN OUT --to SCHEME``."""
+    p = subparsers.add_parser("lora", help="inspect or convert Wan LoRA files (every public key scheme)")
+    sub = p.add_subparsers(dest="lora_command", required=True)
+    info = sub.add_parser("info", help="scheme, rank, alpha, targets, blocks, deltas and the base a LoRA fits")
+    info.add_argument("file")
+    info.set_defaults(func=run_lora_info)
+    conv = sub.add_parser("convert", help="rewrite a LoRA for diffusers, ComfyUI or musubi-tuner")
+    conv.add_argument("src")
+    conv.add_argument("dst", help="output .safetensors file")
+    conv.add_argument("--to", choices=WRITE_SCHEMES, required=True)
+    conv.set_defaults(func=run_lora_convert)
+    return p
+
+
+def run_lora_info(args) -> int:
+    """Print ``lora_info`` of a file as JSON."""
+    print(json.dumps(lora_info(read_lora(args.file)), indent=2))
+    return 0
+
+
+def run_lora_convert(args) -> int:
+    """Read any scheme, write ``--to``; print what was written."""
+    lora = read_lora(args.src)
+    if lora.unmatched:
+        raise ValueError(f"{len(lora.unmatched)} keys of {args.src} name no Wan module and would be lost: "
+                         f"{', '.join(lora.unmatched[:10])}")
+    out = save_lora(lora, args.dst, args.to)
+    print(f"{args.src} ({lora.scheme}, {len(lora.modules)} modules) -> {out} ({args.to})")
+    return 0

@@ -1,18 +1,15 @@
-"""LoRA adapters on the DiT through peft: add, save only the adapter weights, load them into a fresh model."""
+"""LoRA adapters on the DiT through peft: add trainable ones, save them in diffusers' format, load them again."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-ADAPTER_FILE = "adapter_model.safetensors"
-CONFIG_FILE = "adapter_config.json"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' file name (WanPipeline.load_lora_weights(directory))
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: Optional[float] = None, target_modules: Sequence[str] = (),
@@ -30,27 +27,37 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: Optional[float] = None, t
     return config
 
 
+def trained_lora(model: torch.nn.Module, config: LoraConfig):
+    """The adapter of ``model`` (trained by ``add_lora``) as a ``videogen.convert.lora.LoraFile``."""
+    from videogen.convert.lora import LoraFile, ModuleLora
+
+    modules: dict[str, ModuleLora] = {}
+    for key, value in get_peft_model_state_dict(model).items():
+        name, _, part = key.rpartition(".lora_")
+        module = modules.setdefault(name, ModuleLora(alpha=float(config.lora_alpha)))
+        tensor = value.detach().float().contiguous().cpu()
+        if part.startswith("A"):
+            module.down = tensor
+        else:
+            module.up = tensor
+    return LoraFile(modules, "diffusers", rslora=bool(config.use_rslora))
+
+
 def save_lora(model: torch.nn.Module, config: LoraConfig, directory: str | os.PathLike) -> Path:
-    """Write only the adapter weights (peft keys, safetensors) and their config into ``directory``."""
+    """Write the adapter as diffusers does (``transformer.`` keys, rank / alpha / targets in
+    ``lora_adapter_metadata``): ``directory/pytorch_lora_weights.safetensors``, which diffusers'
+    ``WanPipeline.load_lora_weights`` and our pipelines' ``load_lora_weights`` read; ``videogen lora convert``
+    rewrites it for ComfyUI or musubi."""
+    from videogen.convert.lora import save_lora as write
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(directory / ADAPTER_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, default=list))
-    return directory
+    return write(trained_lora(model, config), directory / LORA_FILE, "diffusers").parent
 
 
-def load_lora(model: torch.nn.Module, directory: str | os.PathLike) -> torch.nn.Module:
-    """Inject the adapter saved in ``directory`` into ``model`` and load its weights (strictly)."""
-    directory = Path(directory)
-    if not (directory / ADAPTER_FILE).exists():
-        raise FileNotFoundError(f"no LoRA adapter at {directory} (expected {ADAPTER_FILE} and {CONFIG_FILE})")
-    raw = json.loads((directory / CONFIG_FILE).read_text())
-    config = LoraConfig(r=raw["r"], lora_alpha=raw["lora_alpha"], lora_dropout=raw.get("lora_dropout", 0.0),
-                        target_modules=list(raw["target_modules"]))
-    inject_adapter_in_model(config, model)
-    result = set_peft_model_state_dict(model, load_file(str(directory / ADAPTER_FILE)))
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise ValueError(f"LoRA weights in {directory} do not fit the model: unexpected keys {unexpected[:10]}")
+def load_lora(model: torch.nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> torch.nn.Module:
+    """Add the LoRA saved in ``directory`` (or any LoRA file) to ``model`` (strictly: ``videogen.models.lora``)."""
+    from videogen.convert.lora import read_lora
+    from videogen.models.lora import add_lora as add_file
+
+    add_file(model, read_lora(directory), adapter_name)
     return model
