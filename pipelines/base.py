@@ -20,6 +20,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from pipelines.lora import LoraLoaderMixin
 from videogen.conditioning.text import encode_prompts
 from videogen.guidance import CFG, Guidance, Guider, Pass
 from videogen.models.transformer import block_mask
@@ -133,7 +134,7 @@ def load_wan_components(
     return parts, index
 
 
-class VideoDiffusionPipeline(DiffusionPipeline):
+class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
     """Base class: validation, prompt encoding, latent preparation, the shared denoising loop and decoding."""
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
@@ -368,6 +369,7 @@ class VideoDiffusionPipeline(DiffusionPipeline):
         max_sequence_length: int = 512,
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
+        attention_kwargs: Optional[dict] = None,
     ):
         """Generate videos.
 
@@ -385,6 +387,7 @@ class VideoDiffusionPipeline(DiffusionPipeline):
             max_sequence_length: text tokens (Wan: 512).
             batch_guidance: stack all passes of a step into one DiT forward (False: one forward per pass).
             extra_conditions: task pipelines' conditions (``Conditions.extra``), read by their ``pass_inputs``.
+            attention_kwargs: diffusers' per-call options; ``{"scale": s}`` scales every active LoRA for this call.
 
         Returns: ``VideoPipelineOutput`` with ``.frames``.
         """
@@ -409,10 +412,11 @@ class VideoDiffusionPipeline(DiffusionPipeline):
         )
         conds = Conditions(prompt_embeds, negative_prompt_embeds, dict(extra_conditions or {}))
         latents = self.prepare_latents(prompt_embeds.shape[0], height, width, num_frames, generator, latents, device)
-        latents = self.denoise(
-            latents, conds, guidance, num_inference_steps, batch_guidance, callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
+        with self.lora_scale((attention_kwargs or {}).get("scale", 1.0)):
+            latents = self.denoise(
+                latents, conds, guidance, num_inference_steps, batch_guidance, callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+            )
         video = self.decode_latents(latents, output_type)
         self.maybe_free_model_hooks()
         return VideoPipelineOutput(frames=video) if return_dict else (video,)
