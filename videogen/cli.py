@@ -1,4 +1,4 @@
-"""The `videogen` command: generate, convert, info."""
+"""The `videogen` command: generate, camera-preset, convert, info (and the commands the library modules add)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import warnings
 from pathlib import Path
 
 from videogen.loading import (
+    CAMERA_CONTROL_CLASSES,
     IMAGE_TO_VIDEO_CLASSES,
+    camera_arguments,
     default_model_for,
     generation_defaults,
     load_pipeline,
     pipeline_class_name,
 )
+
+CAMERA_FLAGS = {"camera_scale": "--camera-scale", "camera_null": "--camera-null", "camera_strength": "--camera-strength",
+                "camera_window": "--camera-window", "camera_speed": "--camera-speed"}
 
 COMPONENT_CLASSES = {
     "transformer": ("WanTransformer3DModel", "VideoDiT", "WanModel"),
@@ -104,8 +109,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    """Generate a video from a prompt (and ``--image``, for image-to-video models) with a pipeline checkpoint
-    (default: the embedded one)."""
+    """Generate a video from a prompt (and ``--image``, for image-to-video models; ``--camera``, for camera-control
+    models) with a pipeline checkpoint (default: the embedded one)."""
     import torch
 
     from videogen.guidance import cfg_stg
@@ -113,23 +118,36 @@ def cmd_generate(args) -> int:
 
     if args.image is None and args.last_image is not None:
         raise ValueError("--last-image needs --image (the first frame) too")
+    camera_only = [flag for key, flag in CAMERA_FLAGS.items() if getattr(args, key) is not None]
+    if camera_only and args.camera is None:
+        raise ValueError(f"{', '.join(camera_only)} need --camera PRESET|POSE_FILE")
     # With no --model, the embedded default that takes every condition given (a first frame: the I2V default).
-    model = Path(args.model) if args.model else default_model_for(image=args.image is not None)
-    # Image arguments are checked, and the images read, before any model is loaded.
+    model = Path(args.model) if args.model else default_model_for(image=args.image is not None,
+                                                                   camera=args.camera is not None)
+    # Image and camera arguments are checked, and the files read, before any model is loaded.
     class_name = pipeline_class_name(model)
     image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
-    if args.image is not None and not image_to_video:
+    camera_control = class_name in CAMERA_CONTROL_CLASSES
+    if args.camera is not None and not camera_control:
+        raise ValueError(f"--camera needs a camera-control model (CameraControlPipeline); {model} is a {class_name}")
+    if args.image is not None and not (image_to_video or camera_control):
         raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
     if args.image is None and image_to_video:
         raise ValueError(f"{model} is an image-to-video model ({class_name}): pass --image FIRST_FRAME.png")
-    images = {}
-    if image_to_video:
+    if camera_control and args.last_image is not None:
+        raise ValueError("--last-image: camera-control models take a start image (--image) only")
+    conditions = {}
+    if args.image is not None:
         from videogen.conditioning.image import load_image
 
-        images = {"image": load_image(args.image)}
+        conditions = {"image": load_image(args.image)}
         if args.last_image is not None:
-            images["last_image"] = load_image(args.last_image)
+            conditions["last_image"] = load_image(args.last_image)
     d = generation_defaults(model, vars(args))
+    if camera_control:
+        conditions.update(camera_arguments(d, args.camera, model))
+    else:
+        conditions["guidance"] = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device, args.dtype)
     if d["scheduler"]:
         from pipelines import make_scheduler
@@ -137,7 +155,7 @@ def cmd_generate(args) -> int:
         shift = pipe.scheduler.config.get("flow_shift", pipe.scheduler.config.get("shift", 3.0))
         pipe.scheduler = make_scheduler(d["scheduler"], flow_shift=shift)
     out = pipe(
-        **images,
+        **conditions,
         prompt=args.prompt,
         negative_prompt=d["negative_prompt"],
         height=d["height"],
@@ -145,13 +163,30 @@ def cmd_generate(args) -> int:
         num_frames=d["num_frames"],
         num_inference_steps=d["steps"],
         max_sequence_length=d["max_sequence_length"],
-        guidance=cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"]),
         generator=torch.Generator(device="cpu").manual_seed(args.seed),
         output_type="np",
     )
     path = save_video(out.frames[0], args.output, fps=d["fps"])
     print(path)
     return 0
+
+
+def cmd_camera_preset(args) -> int:
+    """Write a camera preset as an editable text pose file (the form ``--camera FILE`` and VideoX-Fun read)."""
+    from videogen.conditioning.camera import write_camera_preset
+
+    write_camera_preset(args.output, args.name, args.frames, args.height, args.width, speed=args.speed)
+    print(args.output)
+    return 0
+
+
+def _window(text: str) -> list[float]:
+    """``A,B`` -> ``[A, B]`` (the camera window as fractions of the schedule)."""
+    try:
+        start, stop = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START,STOP fractions of the schedule (e.g. 0,0.4); got {text!r}")
+    return [start, stop]
 
 
 def cmd_train(args) -> int:
@@ -184,7 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "cover, then center cropping")
     gen.add_argument("--last-image", dest="last_image", help="last frame (first-last-frame generation)")
     gen.add_argument("--model", default=None, help="pipeline directory (default: the embedded model that takes the "
-                     "conditions given: checkpoints/shapes-t2v, or checkpoints/shapes-i2v with --image)")
+                     "conditions given: checkpoints/shapes-t2v, or checkpoints/shapes-i2v with --image; no embedded "
+                     "model takes --camera yet)")
+    gen.add_argument("--camera", help="camera path for camera-control models: a preset (pan-left, zoom-in, orbit-right, "
+                     "...; see `videogen camera-preset`) or a pose file (CameraCtrl/RealEstate10K text or JSON)")
+    gen.add_argument("--camera-scale", dest="camera_scale", type=float,
+                     help="camera motion guidance scale s_c (0, the default: none; CFG keeps the camera in both passes)")
+    gen.add_argument("--camera-null", dest="camera_null", choices=["identity", "zeros", "off"],
+                     help="null camera of camera motion guidance: identity (a static camera, default), zeros, or off "
+                          "(the adapter not run)")
+    gen.add_argument("--camera-strength", dest="camera_strength", type=float,
+                     help="multiplies the camera adapter's output (default 1)")
+    gen.add_argument("--camera-window", dest="camera_window", type=_window,
+                     help="START,STOP fractions of the schedule in which the camera is on (default 0,1; e.g. 0,0.4: "
+                          "the high-noise steps only)")
+    gen.add_argument("--camera-speed", dest="camera_speed", type=float, help="scales a preset's motion (default 1)")
     gen.add_argument("--num-frames", dest="num_frames", type=int, help="1 + 4k frames")
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
@@ -205,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=cmd_generate)
+
+    preset = sub.add_parser("camera-preset", help="write a camera preset as an editable pose file")
+    preset.add_argument("name", help="preset name: static, pan-left/right/up/down (and diagonals, e.g. pan-left-up), "
+                        "zoom-in/out, roll-cw/ccw, orbit-left/right")
+    preset.add_argument("-o", "--output", required=True, help="pose file to write (CameraCtrl / VideoX-Fun text form)")
+    preset.add_argument("--frames", type=int, default=81, help="number of poses (video frames; default 81)")
+    preset.add_argument("--height", type=int, default=480, help="video height the intrinsics are for (default 480)")
+    preset.add_argument("--width", type=int, default=832, help="video width the intrinsics are for (default 832)")
+    preset.add_argument("--speed", type=float, default=1.0, help="scales the motion (default 1)")
+    preset.set_defaults(func=cmd_camera_preset)
 
     conv = sub.add_parser("convert", help="convert Wan2.1 weights (diffusers or original layout) to videogen's format")
     conv.add_argument("src", help="model directory, checkpoint file, or diffusers pipeline directory")

@@ -115,6 +115,40 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     return pipe.to(device)
 
 
+def camera_arguments(settings: dict, camera, model: Optional[Path] = None) -> dict:
+    """The ``CameraControlPipeline`` arguments that generation settings (``generation_defaults``) name: the camera
+    read now (a preset or pose file becomes ``(intrinsics, c2w)`` for the settings' size and frame count, so a bad
+    file is reported, and a path of another length resampled with its one warning, before any model loads), its
+    strength, window, speed and null, and the guidance (CFG, or camera motion guidance at ``camera_scale > 0``,
+    then STG). With the pipeline directory ``model``, the size is checked against its transformer's config first
+    (multiples of the adapter's downscale x patch)."""
+    from videogen.conditioning.camera import camera_poses
+    from videogen.guidance import camera_guidance
+    from videogen.validation import check_multiple, check_num_frames
+
+    check_num_frames(settings["num_frames"])
+    cfg = Path(model) / "transformer" / "config.json" if model is not None else None
+    if cfg is not None and cfg.exists():
+        dit = json.loads(cfg.read_text())
+        factor = dit.get("camera_downscale", 8) * dit.get("patch_size", [1, 2, 2])[1]
+        check_multiple("height", settings["height"], factor)
+        check_multiple("width", settings["width"], factor)
+    if camera is None and settings["camera_scale"] > 0:
+        raise ValueError("camera motion guidance (camera_scale > 0) needs a camera")
+    window = tuple(float(v) for v in settings["camera_window"])
+    if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+        raise ValueError(f"camera_window must be (start, stop) with 0 <= start <= stop <= 1 (fractions of the "
+                         f"schedule); got {settings['camera_window']!r}")
+    poses = None if camera is None else camera_poses(camera, settings["num_frames"], settings["height"],
+                                                      settings["width"], speed=settings["camera_speed"])
+    return dict(
+        camera=poses, camera_null=settings["camera_null"], camera_strength=settings["camera_strength"],
+        camera_window=window,
+        guidance=camera_guidance(settings["guidance_scale"], settings["camera_scale"], settings["stg_scale"],
+                                 settings["stg_blocks"], settings["stg_mode"], window),
+    )
+
+
 def generation_defaults(model: Path, overrides: dict | None = None) -> dict:
     """Settings for ``generate`` (and ``eval``, the UI): ours, overridden by the checkpoint's
     ``generation_config.json`` if it has one, then by the ``overrides`` (e.g. ``vars(args)``) that name a setting
