@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from videogen import export
     from videogen.convert import lora as lora_files
+    from videogen.training import personalize
     from videogen.data import cache as data_cache, synthetic
     from videogen.evaluation import command as eval_command
 
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_cli(sub)
     export.add_cli(sub)
     lora_files.add_cli(sub)
+    personalize.add_cli(sub)
 
     info = sub.add_parser("info", help="print a model's or pipeline's components, configs and parameter counts")
     info.add_argument("path")

@@ -78,7 +78,11 @@ DEFAULTS: dict[str, Any] = {
     },
     "lora": {"rank": 0, "alpha": None, "dropout": 0.0,
              "target_modules": ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
-                                "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"]},
+                                "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"],
+             # start from this LoRA file (its modules, rank and alpha; rank/target_modules above are then ignored)
+             "init": None,
+             # "both" factors train, or "A" only (B frozen: Set-and-Sequence's motion residual on an identity basis)
+             "train_factors": "both"},
     "checkpoint": {"every": 500, "keep_last": 3},
     "validation": {"every": 0, "prompts": [], "seeds": [0], "num_inference_steps": 20, "guidance_scale": 5.0,
                    "fps": 8},

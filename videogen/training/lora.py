@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,6 +28,35 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: Optional[float] = None, t
     return config
 
 
+def add_lora_from_file(model: torch.nn.Module, source, dropout: float = 0.0, train_factors: str = "both") -> LoraConfig:
+    """Freeze ``model`` and add the LoRA in ``source`` (any scheme ``videogen.convert.lora`` reads; factors only)
+    as the trainable adapter, at its own rank and alpha: training continues from it. ``train_factors="A"`` keeps
+    every B fixed, so what trains is a residual on A over the same basis."""
+    from videogen.convert.lora import read_lora
+
+    if train_factors not in ("both", "A"):
+        raise ValueError(f"lora.train_factors must be 'both' or 'A'; got {train_factors!r}")
+    lora = read_lora(source)
+    if lora.has_deltas() or lora.unmatched:
+        raise ValueError(f"{source}: only LoRA factors can be trained on (this file has full-weight deltas or "
+                         "unmatched keys)")
+    ranks, alphas = {n: m.rank for n, m in lora.modules.items()}, {n: m.alpha or float(m.rank) for n, m in lora.modules.items()}
+    first = next(iter(ranks))
+    config = LoraConfig(r=ranks[first], lora_alpha=alphas[first], lora_dropout=dropout, target_modules=sorted(ranks),
+                        rank_pattern={re.escape(n): r for n, r in ranks.items()},
+                        alpha_pattern={re.escape(n): a for n, a in alphas.items()}, use_rslora=lora.rslora)
+    model.requires_grad_(False)
+    inject_adapter_in_model(config, model)
+    with torch.no_grad():
+        for name, m in lora.modules.items():
+            layer = model.get_submodule(name)
+            layer.lora_A["default"].weight.copy_(m.down.to(layer.lora_A["default"].weight.dtype))
+            layer.lora_B["default"].weight.copy_(m.up.to(layer.lora_B["default"].weight.dtype))
+            if train_factors == "A":
+                layer.lora_B["default"].weight.requires_grad_(False)
+    return config
+
+
 def trained_lora(model: torch.nn.Module, config: LoraConfig):
     """The adapter of ``model`` (trained by ``add_lora``) as a ``videogen.convert.lora.LoraFile``."""
     from videogen.convert.lora import LoraFile, ModuleLora
@@ -34,7 +64,8 @@ def trained_lora(model: torch.nn.Module, config: LoraConfig):
     modules: dict[str, ModuleLora] = {}
     for key, value in get_peft_model_state_dict(model).items():
         name, _, part = key.rpartition(".lora_")
-        module = modules.setdefault(name, ModuleLora(alpha=float(config.lora_alpha)))
+        alpha = next((a for k, a in (config.alpha_pattern or {}).items() if re.fullmatch(k, name)), config.lora_alpha)
+        module = modules.setdefault(name, ModuleLora(alpha=float(alpha)))
         tensor = value.detach().float().contiguous().cpu()
         if part.startswith("A"):
             module.down = tensor

@@ -130,10 +130,16 @@ class Trainer:
             self.vae.requires_grad_(False).eval()
             self.text_encoder.requires_grad_(bool(t["train_text_encoder"]))
             self.text_encoder.train(bool(t["train_text_encoder"]))  # frozen: eval mode, no dropout
-            if cfg["lora"]["rank"] > 0:
+            lc = cfg["lora"]
+            if lc["init"]:
+                from videogen.training.lora import add_lora_from_file
+
+                self.lora_config = add_lora_from_file(self.model, lc["init"], lc["dropout"], lc["train_factors"])
+            elif lc["rank"] > 0:
                 from videogen.training.lora import add_lora
 
-                lc = cfg["lora"]
+                if lc["train_factors"] != "both":
+                    raise ValueError("lora.train_factors 'A' needs lora.init (the basis B comes from that file)")
                 self.lora_config = add_lora(self.model, lc["rank"], lc["alpha"], lc["target_modules"], lc["dropout"])
             trained = [self.model] + ([self.text_encoder] if t["train_text_encoder"] else [])
         else:
