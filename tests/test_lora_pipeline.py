@@ -86,3 +86,42 @@ def test_adapters_weights_scale_fuse_unfuse(pipes):
     assert ours.get_list_adapters() == {"transformer": []}
     with pytest.raises(ValueError, match="no LoRA is loaded"):
         ours.fuse_lora()
+
+
+def test_cli_generate_and_eval_with_loras(pipes, tmp_path, capsys):
+    """--lora PATH[:SCALE], repeatable: the video equals the pipeline with the same adapters at those weights;
+    a LoRA that does not fit is an error before anything is written; eval records the LoRAs it used."""
+    from videogen.cli import main
+    from videogen.io import load_video
+
+    _, ours = pipes
+    ours.save_pretrained(tmp_path / "pipe")
+    a, _ = write_scheme("comfyui", lora_for(ours.transformer, seed=4))
+    b, _ = write_scheme("musubi", lora_for(ours.transformer, seed=5))
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "frames"  # a PNG folder: lossless, so the comparison is to uint8 rounding
+    common = ["--model", str(tmp_path / "pipe"), "--steps", "2", "--height", "32", "--width", "32",
+              "--num-frames", "5", "--max-sequence-length", "16", "--guidance-scale", "1"]
+    assert main(["generate", "a red circle moving left", "-o", str(out), *common,
+                 "--lora", f"{tmp_path / 'a.safetensors'}:0.5", "--lora", str(tmp_path / "b.safetensors")]) == 0
+    assert "LoRA 'lora_0' (comfyui)" in capsys.readouterr().err
+    pipe = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.load_lora_weights(str(tmp_path / "a.safetensors"), adapter_name="x")
+    pipe.load_lora_weights(str(tmp_path / "b.safetensors"), adapter_name="y")
+    pipe.set_adapters(["x", "y"], [0.5, 1.0])
+    expected = pipe("a red circle moving left", height=32, width=32, num_frames=5, num_inference_steps=2,
+                    guidance_scale=1.0, max_sequence_length=16, generator=torch.Generator().manual_seed(0)).frames[0]
+    got = load_video(out).astype(np.float64) / 255
+    assert np.abs(got - expected).max() <= 1 / 255 + 1e-6
+    bad = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(2, 48),
+           "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(48, 2)}
+    save_file(bad, str(tmp_path / "bad.safetensors"))
+    assert main(["generate", "x", "-o", str(tmp_path / "bad.mp4"), *common, "--lora", str(tmp_path / "bad.safetensors")]) == 2
+    assert "does not fit this DiT" in capsys.readouterr().err and not (tmp_path / "bad.mp4").exists()
+    assert main(["eval", "--model", str(tmp_path / "pipe"), "--prompts", "holdout", "--limit", "1", "--seeds", "1",
+                 "--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5", "--no-progress",
+                 "--no-vae-ceiling", "--out", str(tmp_path / "eval"), "--lora", str(tmp_path / "a.safetensors")]) == 0
+    import json
+
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["config"]["lora"] == [str(tmp_path / "a.safetensors")]

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from videogen.loading import (
+    apply_loras,
     CAMERA_CONTROL_CLASSES,
     IMAGE_TO_VIDEO_CLASSES,
     camera_arguments,
@@ -149,6 +150,8 @@ def cmd_generate(args) -> int:
     else:
         conditions["guidance"] = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device, args.dtype)
+    for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
+        print(report, file=sys.stderr)
     if d["scheduler"]:
         from pipelines import make_scheduler
 
@@ -207,6 +210,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def add_lora_arguments(parser) -> None:
+    """``--lora PATH[:SCALE]`` (repeatable) and ``--lora-nonstrict`` on a subcommand (generate, eval)."""
+    parser.add_argument("--lora", action="append", default=None, metavar="PATH[:SCALE]",
+                        help="a LoRA file of any Wan scheme (diffusers, ComfyUI, musubi, ...), at SCALE (default 1); "
+                             "repeat for several")
+    parser.add_argument("--lora-nonstrict", dest="lora_nonstrict", action="store_true",
+                        help="load a LoRA's matching keys and warn about the rest (default: an error listing them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `videogen` command."""
     parser = argparse.ArgumentParser(prog="videogen", description="Latent video diffusion toolkit.")
@@ -251,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-sequence-length", dest="max_sequence_length", type=int, default=None,
                      help="text tokens, padded (default: the checkpoint's generation_config, else Wan's 512; a model "
                           "samples best at the length it was trained with)")
+    add_lora_arguments(gen)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=cmd_generate)

@@ -159,3 +159,30 @@ def generation_defaults(model: Path, overrides: dict | None = None) -> dict:
         defaults.update(json.loads(cfg.read_text()))
     defaults.update({k: v for k, v in (overrides or {}).items() if k in GENERATION_DEFAULTS and v is not None})
     return defaults
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """``PATH[:SCALE]`` (the CLI's ``--lora``) -> ``(path, scale)``; the scale defaults to 1."""
+    path, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def apply_loras(pipe, specs, strict: bool = True) -> list:
+    """Load each ``PATH[:SCALE]`` of ``specs`` into ``pipe`` as adapters ``lora_0``, ``lora_1``, ... at their
+    scales, all active; return the load reports (``videogen.models.lora.LoraReport``)."""
+    reports, names, scales = [], [], []
+    for i, spec in enumerate(specs or ()):
+        path, scale = parse_lora_spec(spec)
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--lora: no LoRA file at {path}")
+        reports.append(pipe.load_lora_weights(path, adapter_name=f"lora_{i}", strict=strict))
+        names.append(f"lora_{i}")
+        scales.append(scale)
+    if names:
+        pipe.set_adapters(names, scales)
+    return reports

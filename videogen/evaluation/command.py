@@ -41,6 +41,10 @@ def add_cli(subparsers):
     p.add_argument("--sensitivity", action="store_true",
                    help="instead of generating: how much the DiT's loss on the ground truth rises when the prompts' "
                         "colour, shape or motion words are swapped (videogen.evaluation.sensitivity)")
+    p.add_argument("--lora", action="append", default=None, metavar="PATH[:SCALE]",
+                   help="evaluate with this LoRA loaded (any Wan scheme), at SCALE (default 1); repeatable")
+    p.add_argument("--lora-nonstrict", dest="lora_nonstrict", action="store_true",
+                   help="load a LoRA's matching keys and warn about the rest")
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -49,7 +53,7 @@ def cmd_eval(args) -> int:
     """Run ``videogen eval`` from parsed arguments."""
     from videogen.evaluation.evaluate import load_prompts, run_eval
     from videogen.guidance import cfg_stg
-    from videogen.loading import generation_defaults, load_pipeline
+    from videogen.loading import apply_loras, generation_defaults, load_pipeline
 
     model = Path(args.model)
     prompts = load_prompts(args.prompts)[: args.limit]
@@ -73,7 +77,9 @@ def cmd_eval(args) -> int:
     d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
     guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device)
-    config = dict(model=str(model), prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
+    for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
+        print(report)
+    config = dict(model=str(model), lora=args.lora or [], prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
                   stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
     text_too = is_i2v and pipe.config.get("image_optional", False)  # one model for both tasks
