@@ -295,6 +295,7 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         max_sequence_length: int = 512,
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
+        attention_kwargs: Optional[dict] = None,
     ):
         """Generate videos whose camera follows ``camera`` (and that start from ``image``).
 
@@ -352,5 +353,5 @@ class CameraControlPipeline(VideoDiffusionPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length, batch_guidance=batch_guidance,
-            extra_conditions={**(extra_conditions or {}), **conditions},
+            extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
         )
