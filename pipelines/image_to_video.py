@@ -226,6 +226,7 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
         max_sequence_length: int = 512,
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
+        attention_kwargs: Optional[dict] = None,
     ):
         """Generate videos that start from ``image`` (and end at ``last_image``).
 
@@ -239,6 +240,7 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
             image_embeds: precomputed image-encoder tokens ``[N, L, image_dim]`` instead of the image encoder
                 (N = 1 or one per prompt; doubled, first then last, for first-last-frame models).
             guidance: any ``videogen.guidance`` guiders; every pass keeps the image (CFG drops the text only).
+            attention_kwargs: ``{"scale": s}`` scales the loaded LoRAs for this call (diffusers' convention).
 
         Returns: ``VideoPipelineOutput`` with ``.frames``.
         """
@@ -261,5 +263,5 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length, batch_guidance=batch_guidance,
-            extra_conditions={**(extra_conditions or {}), **conditions},
+            extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
         )

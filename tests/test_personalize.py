@@ -79,3 +79,28 @@ def test_bad_inputs(base, tmp_path):
     pipe = TextToVideoPipeline.from_pretrained(base)
     with pytest.warns(UserWarning, match="already knows 'red'"):
         check_concept_word(pipe.tokenizer, "red")
+
+
+def test_concept_clips_prompts_and_eval(base, tmp_path, capsys):
+    """The shapes world's new concept: clips of a colour no training clip has, scored 100 % by the concept metric
+    (against a palette with the concept colours); the training samplers never draw it; `videogen eval --task
+    concept` scores the held-out concept prompts."""
+    from videogen.cli import main
+    from videogen.data.synthetic import CONCEPT_COLORS, sample_clip_spec
+    from videogen.evaluation.concept import concept_prompts, concept_scores, write_concept_clips
+    from videogen.io import load_video
+
+    paths = write_concept_clips(tmp_path / "zorp", "orange", "square", num=4)
+    scores = concept_scores([load_video(p) for p in paths], "orange", "square")
+    assert scores["color_accuracy"] == 100.0 and scores["shape_accuracy"] == 100.0
+    rng = np.random.default_rng(0)
+    drawn = {o.color for _ in range(300) for o in sample_clip_spec(rng).objects}
+    assert drawn and not drawn & set(CONCEPT_COLORS)
+    prompts = concept_prompts("zorp")
+    assert all("zorp" in p for p in prompts) and not any("black" in p or "left" in p or "right" in p for p in prompts)
+    assert main(["eval", "--task", "concept", "--concept", "zorp", "--model", str(base), "--seeds", "1", "--steps",
+                 "1", "--height", "32", "--width", "32", "--num-frames", "5", "--no-progress",
+                 "--out", str(tmp_path / "e")]) == 0
+    result = json.loads((tmp_path / "e" / "concept.json").read_text())
+    assert result["n"] == len(prompts) and 0.0 <= result["color_accuracy"] <= 100.0
+    assert "concept 'zorp'" in capsys.readouterr().out

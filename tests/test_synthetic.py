@@ -291,8 +291,8 @@ def test_captions_name_color_shape_and_motion():
 def test_invalid_specs_are_refused():
     with pytest.raises(ValueError, match="leaves the 64x64 frame"):
         S.render_clip(spec_with([S.ObjectSpec("circle", "red", "large", "right", "fast", start=(40.0, 30.0))]))
-    with pytest.raises(ValueError, match="unknown color 'purple'"):
-        S.render_clip(spec_with([S.ObjectSpec("circle", "purple")]))
+    with pytest.raises(ValueError, match="unknown color 'brown'"):
+        S.render_clip(spec_with([S.ObjectSpec("circle", "brown")]))
     with pytest.raises(ValueError, match="unknown camera motion"):
         S.render_clip(spec_with([S.ObjectSpec("circle", "red")], camera="zoom"))
 

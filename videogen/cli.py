@@ -301,11 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     from videogen.convert import lora as lora_files
     from videogen.training import personalize
     from videogen.data import cache as data_cache, synthetic
-    from videogen.evaluation import command as eval_command
+    from videogen.evaluation import command as eval_command, concept
 
     synthetic.add_cli(sub)
     data_cache.add_cli(sub)
     eval_command.add_cli(sub)
+    concept.add_cli(sub)
     export.add_cli(sub)
     lora_files.add_cli(sub)
     personalize.add_cli(sub)

@@ -95,6 +95,10 @@ COLORS: dict[str, tuple[int, int, int]] = {  # object colours: pure, saturated, 
     "magenta": (255, 0, 255),
     "cyan": (0, 255, 255),
 }
+# Colours no training clip has (the samplers draw from COLORS only): new concepts for personalization, rendered on
+# request (videogen.evaluation.concept). Orange sits half-way between red and yellow in chroma.
+CONCEPT_COLORS: dict[str, tuple[int, int, int]] = {"orange": (255, 128, 0), "purple": (128, 0, 255)}
+OBJECT_COLORS = {**COLORS, **CONCEPT_COLORS}
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "gray": (128, 128, 128), "white": (255, 255, 255)}
 TEXTURE_WORDS = {"checker": "checkered", "stripes": "striped", "noise": "mottled gray"}
 SHAPES = ("circle", "square", "triangle")
@@ -182,7 +186,7 @@ def validate_spec(spec: ClipSpec) -> None:
     check(spec.background.name, BACKGROUNDS if spec.background.kind == "solid" else TEXTURES, "background")
     for o in spec.objects:
         check(o.shape, SHAPES, "shape")
-        check(o.color, COLORS, "color")
+        check(o.color, OBJECT_COLORS, "color")
         check(o.size, SIZES, "size")
         check(o.motion, ALL_MOTIONS, "motion")
         if o.motion in _DIRECTIONS:
@@ -280,7 +284,7 @@ def render_clip(spec: ClipSpec) -> tuple[np.ndarray, dict]:
         for o, track, (_, boxes) in zip(spec.objects, tracks, geometry):
             alpha, x0, y0 = coverage(o.shape, object_radius(o, H, W), track[k], inverse, boxes[k], H, W)
             patch = frames[k, y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
-            patch[:] = alpha[..., None] * (np.array(COLORS[o.color]) / 255.0) + (1 - alpha[..., None]) * patch
+            patch[:] = alpha[..., None] * (np.array(OBJECT_COLORS[o.color]) / 255.0) + (1 - alpha[..., None]) * patch
     uint8 = np.round(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
     return uint8, clip_metadata(spec, intr, c2w, tracks, geometry, layout)
 
@@ -301,7 +305,7 @@ def clip_metadata(spec, intr, c2w, tracks, geometry, layout) -> dict:
     for z, (o, track, (centres, boxes)) in enumerate(zip(spec.objects, tracks, geometry)):
         plane = (track - np.array([cx, cy])) / np.array([fx, fy])
         objects.append(dict(
-            shape=o.shape, color=o.color, rgb=list(COLORS[o.color]), size=o.size,
+            shape=o.shape, color=o.color, rgb=list(OBJECT_COLORS[o.color]), size=o.size,
             radius_px=object_radius(o, H, W), motion=o.motion, speed=o.speed, z=z,
             trajectory=centres.tolist(), bbox=boxes.tolist(), plane_trajectory=plane.tolist(),
         ))

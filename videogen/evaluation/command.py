@@ -14,9 +14,13 @@ def add_cli(subparsers):
     p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
     p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V); "
                    "for --task vae also a VAE directory")
-    p.add_argument("--task", choices=["t2v", "i2v", "vae"], default="t2v",
+    p.add_argument("--task", choices=["t2v", "i2v", "vae", "concept"], default="t2v",
                    help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline); vae: the "
-                        "VAE's round-trip PSNR per frame on the same ground truth")
+                        "VAE's round-trip PSNR per frame on the same ground truth; concept: how often a "
+                        "personalized word (--concept, with --lora) shows its colour in unseen scenes")
+    p.add_argument("--concept", default=None, help="--task concept: the personalized word")
+    p.add_argument("--concept-color", dest="concept_color", default="orange", help="--task concept: its colour")
+    p.add_argument("--concept-shape", dest="concept_shape", default=None, help="--task concept: its shape")
     p.add_argument("--prompts", default="default",
                    help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
@@ -83,9 +87,18 @@ def cmd_eval(args) -> int:
                   stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
     text_too = is_i2v and pipe.config.get("image_optional", False)  # one model for both tasks
-    if (args.task == "i2v") != is_i2v and not (args.task == "t2v" and text_too):
+    if (args.task == "i2v") != is_i2v and not (args.task in ("t2v", "concept") and text_too):
         raise ValueError(f"--task {args.task} needs a{'n image' if args.task == 'i2v' else ' text'}-to-video "
                          f"pipeline; {model} holds a {type(pipe).__name__}")
+    if args.task == "concept":
+        from videogen.evaluation.concept import run_concept_eval
+
+        if not args.concept:
+            raise ValueError("--task concept needs --concept WORD")
+        run_concept_eval(pipe, args.concept, args.concept_color, args.concept_shape, range(args.seeds), args.steps,
+                         guidance, args.height, args.width, args.num_frames, d["max_sequence_length"], args.out,
+                         args.progress)
+        return 0
     if args.sensitivity:
         from videogen.evaluation.sensitivity import run_sensitivity
 

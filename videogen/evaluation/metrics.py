@@ -169,10 +169,20 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return mask | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
 
 
-def nearest_color(vector) -> str:
-    """The ``COLORS`` name nearest (Euclidean) to a normalised chroma vector in [0, 1]^3."""
-    d = np.linalg.norm(PALETTE - np.asarray(vector, dtype=np.float64), axis=1)
-    return PALETTE_NAMES[int(np.argmin(d))]
+def chroma_palette(colors) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(names, normalised chroma vectors)`` of a ``{name: rgb}`` palette, as ``nearest_color`` compares them."""
+    names = tuple(colors)
+    rgb = np.array([colors[c] for c in names], dtype=np.float64)
+    low, high = rgb.min(1, keepdims=True), rgb.max(1, keepdims=True)
+    return names, (rgb - low) / np.maximum(high - low, 1e-9)
+
+
+def nearest_color(vector, palette=None) -> str:
+    """The ``COLORS`` name (or ``palette``'s, from ``chroma_palette``) nearest (Euclidean) to a normalised chroma
+    vector in [0, 1]^3."""
+    names, vectors = palette if palette is not None else (PALETTE_NAMES, PALETTE)
+    d = np.linalg.norm(vectors - np.asarray(vector, dtype=np.float64), axis=1)
+    return names[int(np.argmin(d))]
 
 
 def classify_shape(fill: float) -> str:
@@ -182,9 +192,9 @@ def classify_shape(fill: float) -> str:
     return "circle" if fill >= CIRCLE_FILL else "triangle"
 
 
-def measure_components(frame: np.ndarray) -> list[dict]:
+def measure_components(frame: np.ndarray, palette=None) -> list[dict]:
     """Objects of one frame ``[H, W, 3]``, largest first: ``area, centroid (x, y), fill, shape, chroma (rgb vector),
-    color``."""
+    color`` (the nearest ``COLORS`` name, or ``palette``'s: ``chroma_palette``)."""
     f = np.asarray(frame, dtype=np.float64)
     h, w = f.shape[:2]
     low, high = f.min(-1), f.max(-1)
@@ -206,7 +216,7 @@ def measure_components(frame: np.ndarray) -> list[dict]:
         fill = area / max(width * height, 1e-9)
         objects.append(dict(
             area=area, centroid=(float((a * xs).sum() / area), float((a * ys).sum() / area)), fill=fill,
-            shape=classify_shape(fill), chroma=vector.tolist(), color=nearest_color(vector),
+            shape=classify_shape(fill), chroma=vector.tolist(), color=nearest_color(vector, palette),
         ))
     return sorted(objects, key=lambda o: -o["area"])
 
@@ -238,14 +248,15 @@ def _main_object(objects: list[dict], color: str | None):
     return (same or objects or [None])[0]
 
 
-def measure_clip(frames: np.ndarray) -> dict:
+def measure_clip(frames: np.ndarray, palette=None) -> dict:
     """Clip measures (see the module docstring): ``dominant_color, shape, count, direction, displacement,
-    area_drift, color_drift``, and ``objects_per_frame``."""
+    area_drift, color_drift``, and ``objects_per_frame``; colours named from ``palette`` (``chroma_palette``) if
+    given, else ``COLORS``."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames [F, H, W, 3]; got shape {frames.shape}")
     h, w = frames.shape[1:3]
-    per_frame = [measure_components(f) for f in frames]
+    per_frame = [measure_components(f, palette) for f in frames]
     color = _mode(objs[0]["color"] if objs else None for objs in per_frame)
     mains = [_main_object(objs, color) for objs in per_frame]
     shape = _mode(m["shape"] if m else None for m in mains)
