@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
-from _oracle import max_abs_diff, perturb_parameters, randn
+from _oracle import max_abs_diff, perturb_parameters
 from test_convert_transformer import to_original
 from test_transformer import TINY, assert_close_rel, inputs
 from videogen.conditioning.camera import camera_condition
