@@ -3,7 +3,6 @@ in motions and backgrounds those clips never had, and how often generated videos
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +68,7 @@ def run_concept_eval(pipe, concept: str, color: str, shape: str | None, seeds, n
                      max_sequence_length: int = 40, out_dir=None, progress: bool = True) -> dict:
     """Generate ``concept_prompts(concept)`` x ``seeds`` with ``pipe`` (LoRAs loaded or not), score them with
     ``concept_scores``, print a line, write ``concept.json`` to ``out_dir``; return the dict."""
-    from videogen.evaluation.evaluate import evaluate_pipeline
+    from videogen.evaluation.evaluate import evaluate_pipeline, write_result
 
     prompts = concept_prompts(concept)
     _, clips = evaluate_pipeline(pipe, prompts, list(seeds), height, width, num_frames, num_inference_steps,
@@ -80,8 +79,7 @@ def run_concept_eval(pipe, concept: str, color: str, shape: str | None, seeds, n
     print(f"concept {concept!r} ({color} {shape or ''}): colour {scores['color_accuracy']:.1f} % of {scores['n']} "
           f"videos" + (f", shape {scores['shape_accuracy']:.1f} %" if shape else ""))
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "concept.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result(out_dir, "concept.json", result)
     return result
 
 

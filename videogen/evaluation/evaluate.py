@@ -166,6 +166,15 @@ def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
     return out[0] if frames.ndim == 3 else out
 
 
+def write_result(out_dir, name: str, result: dict) -> Path:
+    """Write an evaluation's ``result`` as ``out_dir/name`` (JSON; the folder made if needed), say so, return it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out / name}")
+    return out / name
+
+
 def vae_psnr_by_frame(vae, clips) -> np.ndarray:
     """PSNR (dB) of every frame of each uint8 clip ``[F, H, W, 3]`` after a round trip through ``vae``: ``[N, F]``."""
     return np.array([[psnr(r, c) for r, c in zip(vae_round_trip(vae, clip), clip)] for clip in clips])
@@ -192,10 +201,7 @@ def run_vae_eval(vae, prompts, seeds, num_frames: int = 17, height: int = 64, wi
     print(f"VAE round trip over {len(clips)} clips: mean {s['mean_psnr']:.2f} dB per frame, frame 0 "
           f"{s['first_frame_psnr']:.2f} dB, last frame {s['last_frame_psnr']:.2f} dB, worst clip {s['min_clip_psnr']:.2f} dB")
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "vae.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out / 'vae.json'}")
+        write_result(out_dir, "vae.json", result)
     return result
 
 

@@ -130,8 +130,7 @@ def run_sensitivity(pipe, prompts, seeds, num_frames: int = 17, height: int = 64
                                           clean_first_frame=clean)
         print(format_sensitivity(result[key]))
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {out / 'sensitivity.json'}")
+        from videogen.evaluation.evaluate import write_result
+
+        write_result(out_dir, "sensitivity.json", result)
     return result
