@@ -168,3 +168,20 @@ def test_load_pipeline_picks_the_class_from_model_index(tmp_path):
     _, t2v = tiny_pipeline_parts(tmp_path / "t2v_parts")
     TextToVideoPipeline(**t2v).save_pretrained(tmp_path / "t2v")
     assert type(load_pipeline(tmp_path / "t2v")) is TextToVideoPipeline
+
+
+def test_generate_with_a_text_and_image_model_needs_no_image(tmp_path, capsys):
+    """An image-to-video pipeline trained with the image dropped (image_optional) generates from the prompt alone;
+    one without that flag still asks for --image."""
+    from _tiny import tiny_i2v_pipeline_parts
+    from pipelines import ImageToVideoPipeline
+    from videogen.io import load_video
+
+    _, parts = tiny_i2v_pipeline_parts(tmp_path)
+    ImageToVideoPipeline(**parts, image_optional=True).save_pretrained(tmp_path / "joint")
+    ImageToVideoPipeline(**parts).save_pretrained(tmp_path / "i2v")
+    args = ["--steps", "1", "--height", "32", "--width", "32", "--num-frames", "5", "--max-sequence-length", "16"]
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "a.mp4"), "--model", str(tmp_path / "joint"), *args]) == 0
+    assert load_video(tmp_path / "a.mp4").shape[0] == 5
+    assert main(["generate", "a red circle", "-o", str(tmp_path / "b.mp4"), "--model", str(tmp_path / "i2v"), *args]) == 2
+    assert "pass --image" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from videogen.loading import (
     apply_loras,
+    generates_from_text,
     CAMERA_CONTROL_CLASSES,
     IMAGE_TO_VIDEO_CLASSES,
     camera_arguments,
@@ -133,7 +134,7 @@ def cmd_generate(args) -> int:
         raise ValueError(f"--camera needs a camera-control model (CameraControlPipeline); {model} is a {class_name}")
     if args.image is not None and not (image_to_video or camera_control):
         raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
-    if args.image is None and image_to_video:
+    if args.image is None and image_to_video and not generates_from_text(model):
         raise ValueError(f"{model} is an image-to-video model ({class_name}): pass --image FIRST_FRAME.png")
     if camera_control and args.last_image is not None:
         raise ValueError("--last-image: camera-control models take a start image (--image) only")

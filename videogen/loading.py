@@ -81,6 +81,13 @@ def is_camera_control(model: Path) -> bool:
     return pipeline_class_name(model) in CAMERA_CONTROL_CLASSES
 
 
+def generates_from_text(model: Path) -> bool:
+    """Whether the pipeline directory generates from a prompt alone: a text-to-video pipeline, or an image-to-video
+    one trained with the image dropped (``image_optional`` in its model_index.json)."""
+    index = json.loads((Path(model) / "model_index.json").read_text())
+    return index.get("_class_name") not in IMAGE_TO_VIDEO_CLASSES or bool(index.get("image_optional", False))
+
+
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
     ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline`` or ``CameraControlPipeline``, else
