@@ -10,14 +10,11 @@ from pathlib import Path
 
 from videogen.loading import (
     apply_loras,
-    generates_from_text,
-    CAMERA_CONTROL_CLASSES,
-    IMAGE_TO_VIDEO_CLASSES,
-    camera_arguments,
-    default_model_for,
+    generation_arguments,
     generation_defaults,
     load_pipeline,
-    pipeline_class_name,
+    resolve_model,
+    use_scheduler,
 )
 
 CAMERA_FLAGS = {"camera_scale": "--camera-scale", "camera_null": "--camera-null", "camera_strength": "--camera-strength",
@@ -113,63 +110,23 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     """Generate a video from a prompt (and ``--image``, for image-to-video models; ``--camera``, for camera-control
     models) with a pipeline checkpoint (default: the embedded one)."""
-    import torch
-
-    from videogen.guidance import cfg_stg
     from videogen.io import save_video
 
-    if args.image is None and args.last_image is not None:
-        raise ValueError("--last-image needs --image (the first frame) too")
     camera_only = [flag for key, flag in CAMERA_FLAGS.items() if getattr(args, key) is not None]
     if camera_only and args.camera is None:
         raise ValueError(f"{', '.join(camera_only)} need --camera PRESET|POSE_FILE")
-    # With no --model, the embedded default that takes every condition given (a first frame: the I2V default).
-    model = Path(args.model) if args.model else default_model_for(image=args.image is not None,
-                                                                   camera=args.camera is not None)
-    # Image and camera arguments are checked, and the files read, before any model is loaded.
-    class_name = pipeline_class_name(model)
-    image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
-    camera_control = class_name in CAMERA_CONTROL_CLASSES
-    if args.camera is not None and not camera_control:
-        raise ValueError(f"--camera needs a camera-control model (CameraControlPipeline); {model} is a {class_name}")
-    if args.image is not None and not (image_to_video or camera_control):
-        raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
-    if args.image is None and image_to_video and not generates_from_text(model):
-        raise ValueError(f"{model} is an image-to-video model ({class_name}): pass --image FIRST_FRAME.png")
-    if camera_control and args.last_image is not None:
-        raise ValueError("--last-image: camera-control models take a start image (--image) only")
-    conditions = {}
-    if args.image is not None:
-        from videogen.conditioning.image import load_image
-
-        conditions = {"image": load_image(args.image)}
-        if args.last_image is not None:
-            conditions["last_image"] = load_image(args.last_image)
+    # With no --model, the embedded default that takes every condition given (a first frame: the I2V default);
+    # image and camera arguments are checked, and the files read, before any model is loaded.
+    model = resolve_model(args.model, image=args.image is not None, last_image=args.last_image is not None,
+                          camera=args.camera is not None)
     d = generation_defaults(model, vars(args))
-    if camera_control:
-        conditions.update(camera_arguments(d, args.camera, model))
-    else:
-        conditions["guidance"] = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
+    kwargs = generation_arguments(model, args.prompt, d, image=args.image, last_image=args.last_image,
+                                  camera=args.camera, seed=args.seed)
     pipe = load_pipeline(model, args.device, args.dtype)
     for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
         print(report, file=sys.stderr)
-    if d["scheduler"]:
-        from pipelines import make_scheduler
-
-        shift = pipe.scheduler.config.get("flow_shift", pipe.scheduler.config.get("shift", 3.0))
-        pipe.scheduler = make_scheduler(d["scheduler"], flow_shift=shift)
-    out = pipe(
-        **conditions,
-        prompt=args.prompt,
-        negative_prompt=d["negative_prompt"],
-        height=d["height"],
-        width=d["width"],
-        num_frames=d["num_frames"],
-        num_inference_steps=d["steps"],
-        max_sequence_length=d["max_sequence_length"],
-        generator=torch.Generator(device="cpu").manual_seed(args.seed),
-        output_type="np",
-    )
+    use_scheduler(pipe, d["scheduler"])
+    out = pipe(**kwargs, output_type="np")
     path = save_video(out.frames[0], args.output, fps=d["fps"])
     print(path)
     return 0

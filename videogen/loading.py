@@ -193,3 +193,74 @@ def apply_loras(pipe, specs, strict: bool = True) -> list:
     if names:
         pipe.set_adapters(names, scales)
     return reports
+
+
+def resolve_model(model=None, *, image: bool = False, last_image: bool = False, camera: bool = False) -> Path:
+    """The pipeline directory for a generation with the conditions named (``image``: a first frame; ``last_image``:
+    a last frame; ``camera``: a camera path), checked against its class before anything heavy runs.
+
+    ``model`` None: the embedded default that takes them (``default_model_for``). Each mismatch is a ``ValueError``
+    that says what to pass: a camera for a model that is not a camera-control one, an image for a text-to-video
+    model, no image for an image-to-video model that needs one, a last frame without a first or for a camera
+    model. The CLI's ``generate`` and the web UI both call it."""
+    if last_image and not image:
+        raise ValueError("--last-image needs --image (the first frame) too")
+    model = Path(model) if model else default_model_for(image=image, camera=camera)
+    class_name = pipeline_class_name(model)
+    image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
+    camera_control = class_name in CAMERA_CONTROL_CLASSES
+    if camera and not camera_control:
+        raise ValueError(f"--camera needs a camera-control model (CameraControlPipeline); {model} is a {class_name}")
+    if image and not (image_to_video or camera_control):
+        raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
+    if not image and image_to_video and not generates_from_text(model):
+        raise ValueError(f"{model} is an image-to-video model ({class_name}): pass --image FIRST_FRAME.png")
+    if camera_control and last_image:
+        raise ValueError("--last-image: camera-control models take a start image (--image) only")
+    return model
+
+
+def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None, last_image=None, camera=None,
+                         seed: int = 0) -> dict:
+    """The pipeline call's keyword arguments for one generation: the images read (``conditioning.image.load_image``:
+    a path, PIL image, array or tensor), the camera read (``camera_arguments``, for a camera-control ``model``)
+    or else the guidance (``guidance.cfg_stg``), and the settings (``generation_defaults``) under the pipelines'
+    names, with a CPU generator seeded with ``seed``. Nothing here loads a model, so bad inputs fail first."""
+    import torch
+
+    from videogen.guidance import cfg_stg
+
+    conditions = {}
+    if image is not None:
+        from videogen.conditioning.image import load_image
+
+        conditions["image"] = load_image(image)
+        if last_image is not None:
+            conditions["last_image"] = load_image(last_image)
+    if is_camera_control(model):
+        conditions.update(camera_arguments(settings, camera, model))
+    else:
+        conditions["guidance"] = cfg_stg(settings["guidance_scale"], settings["stg_scale"], settings["stg_blocks"],
+                                         settings["stg_mode"])
+    return dict(
+        conditions,
+        prompt=prompt,
+        negative_prompt=settings["negative_prompt"],
+        height=settings["height"],
+        width=settings["width"],
+        num_frames=settings["num_frames"],
+        num_inference_steps=settings["steps"],
+        max_sequence_length=settings["max_sequence_length"],
+        generator=torch.Generator(device="cpu").manual_seed(int(seed)),
+    )
+
+
+def use_scheduler(pipe, name: Optional[str]) -> None:
+    """Replace ``pipe``'s scheduler by ``pipelines.make_scheduler(name)`` (``unipc`` or ``euler``) at the
+    checkpoint's own flow shift; ``name`` None keeps the checkpoint's scheduler."""
+    if not name:
+        return
+    from pipelines import make_scheduler
+
+    shift = pipe.scheduler.config.get("flow_shift", pipe.scheduler.config.get("shift", 3.0))
+    pipe.scheduler = make_scheduler(name, flow_shift=shift)
