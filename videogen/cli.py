@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "parameter counts, then exit")
     train.set_defaults(func=cmd_train)
 
-    from videogen import export
+    from videogen import export, ui
     from videogen.convert import lora as lora_files
     from videogen.training import personalize
     from videogen.data import cache as data_cache, synthetic
@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_cli(sub)
     concept.add_cli(sub)
     export.add_cli(sub)
+    ui.add_cli(sub)
     lora_files.add_cli(sub)
     personalize.add_cli(sub)
 
