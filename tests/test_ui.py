@@ -148,6 +148,13 @@ def test_sidecar_round_trip(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
+def same_video(a, b) -> bool:
+    """Two decoded mp4s of the same generation. Equal as a rule; a few pixels of two such files have been seen to
+    differ (once in many runs, on a loaded 2-core machine; cause not found), so a mean difference under half a
+    level counts as the same video: another seed or setting differs by tens of levels on average."""
+    return a.shape == b.shape and np.abs(a.astype(float) - b.astype(float)).mean() < 0.5
+
+
 def test_run_writes_video_and_sidecar_equal_to_the_cli(app, models, tmp_path, capsys):
     """A run reports every step with an ETA and previews, saves the video and a sidecar beside it; its video is
     the one `videogen generate` makes with the same settings (one code path), and the sidecar reproduces it."""
@@ -169,10 +176,11 @@ def test_run_writes_video_and_sidecar_equal_to_the_cli(app, models, tmp_path, ca
     assert main(["generate", PROMPT, "-o", str(cli_out), "--model", str(models / "t2v"), "--seed", "3",
                  "--height", "32", "--width", "32", "--num-frames", "5", "--steps", "2", "--guidance-scale", "1",
                  "--max-sequence-length", "16", "--stg-scale", "0", "--fps", "16"]) == 0
-    assert np.array_equal(load_video(cli_out), video)
+    assert same_video(load_video(cli_out), video)
 
     again = app.run(ui.read_sidecar(result["sidecar"]))
-    assert np.array_equal(load_video(again["video"]), video)
+    assert same_video(load_video(again["video"]), video)
+    assert not same_video(load_video(app.run(settings(models, seed=4))["video"]), video)  # the check can fail
 
 
 def test_stop_ends_a_run_cleanly_with_the_current_estimate(app, models):
@@ -190,13 +198,13 @@ def test_stop_ends_a_run_cleanly_with_the_current_estimate(app, models):
 
 
 def test_loras_and_their_strengths(app, models):
-    base = load_video(app.run(settings(models))["video"]).astype(int)
+    base = load_video(app.run(settings(models))["video"])
     with_lora = app.run(settings(models, loras=[str(models / "fits.safetensors")], lora_strengths="2"))
-    assert np.abs(load_video(with_lora["video"]).astype(int) - base).max() > 0
+    assert not same_video(load_video(with_lora["video"]), base)
     assert json.loads(open(with_lora["sidecar"]).read())["run"]["loras"][0]["scale"] == 2.0
     at_zero = app.run(settings(models, loras=[str(models / "fits.safetensors")], lora_strengths="0"))
-    assert np.array_equal(load_video(at_zero["video"]).astype(int), base)  # strengths reach the adapters
-    assert np.array_equal(load_video(app.run(settings(models))["video"]).astype(int), base)  # unloaded again
+    assert same_video(load_video(at_zero["video"]), base)  # strengths reach the adapters
+    assert same_video(load_video(app.run(settings(models))["video"]), base)  # unloaded again
 
 
 
@@ -226,7 +234,7 @@ def test_a_lora_that_does_not_fit_leaves_the_model_clean(app, models):
     bad = settings(models, loras=[str(models / "fits.safetensors"), str(models / "wrong_width.safetensors")])
     status = list(app.stream("s", ui.values_from_settings(bad, {})))[-1][0]
     assert "does not fit this DiT" in status
-    assert np.array_equal(load_video(app.run(settings(models))["video"]), base)
+    assert same_video(load_video(app.run(settings(models))["video"]), base)
 
 
 def test_camera_and_trajectory_modes(app, models):
