@@ -243,8 +243,8 @@ def accepted_layouts(clip):
 
 
 def test_every_layout_gives_the_same_files(clip, tmp_path):
-    # 128x96: at 64x48 libx264's lookahead reads uninitialised memory, so its bytes vary from run to run.
-    clip = np.repeat(np.repeat(clip[:5], 2, axis=1), 2, axis=2)
+    # 64x48: with libx264's macroblock tree on, the bytes of a clip this small varied from run to run.
+    clip = clip[:5]
     reference = {}
     for k, (label, frames) in enumerate(accepted_layouts(clip).items()):
         np.testing.assert_array_equal(as_uint8_frames(frames), clip, err_msg=label)
