@@ -377,6 +377,30 @@ def test_training_options_and_text_encoder_training(tmp_path, data):
     assert (encoder.shared.weight - initial.shared.weight).abs().max() > 1e-4
 
 
+def test_ema_averages_and_saves_the_trained_text_encoder_too(tmp_path, data):
+    """With ``train_text_encoder`` the EMA covers the text encoder as well as the DiT: both are stepped, and the
+    saved pipeline holds the EMA weights of both (a DiT averaged over the last steps beside a text encoder that is
+    not would pair weights that never trained together)."""
+    from transformers import T5EncoderModel
+
+    from videogen.training.config import load_config
+    from videogen.training.trainer import Trainer
+
+    config = write_config(tmp_path, data={"root": str(data)},
+                          train={"max_steps": 3, "train_text_encoder": True, "learning_rate": 1e-2, "ema_decay": 0.5},
+                          checkpoint={"every": 0})
+    trainer = Trainer(load_config(config, [f"output_dir={tmp_path / 'run'}"]))
+    initial = [p.detach().clone() for p in trainer.text_encoder.parameters()]
+    trainer.train()
+    n_dit = sum(1 for p in trainer.accelerator.unwrap_model(trainer.model).parameters() if p.requires_grad)
+    shadow = trainer.ema.shadow_params[n_dit:]
+    assert len(shadow) == len(initial)
+    assert max((s - p).abs().max().item() for s, p in zip(shadow, initial)) > 1e-4  # the encoder's EMA moved
+    saved = T5EncoderModel.from_pretrained(tmp_path / "run" / "final" / "text_encoder")
+    for s, p in zip(shadow, saved.parameters()):
+        torch.testing.assert_close(p, s.to(p.dtype), rtol=0, atol=0)
+
+
 def test_widen_input_channels_keeps_the_model():
     """A T2V DiT widened to I2V channels computes the same thing whatever the new channels hold."""
     from videogen.models import VideoDiT

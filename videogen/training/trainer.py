@@ -156,6 +156,7 @@ class Trainer:
         if t["gradient_checkpointing"]:
             (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
+        self._trained = trained
         self.num_trainable = sum(p.numel() for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=t["learning_rate"], betas=tuple(t["adam_betas"]),
                                            weight_decay=t["weight_decay"])
@@ -293,6 +294,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
 
+    def trained_parameters(self) -> list:
+        """The parameters the optimizer and the EMA hold, in their order: the model's, then the text encoder's when
+        it trains too (the EMA averages both, and both are swapped in for validation and the final save)."""
+        acc = self.accelerator
+        return [p for m in self._trained for p in acc.unwrap_model(m).parameters() if p.requires_grad]
+
     def save_checkpoint(self) -> Path:
         """Write the full training state to ``checkpoints/step-N`` atomically (temp dir, then rename), keep the
         last ``checkpoint.keep_last``."""
@@ -339,8 +346,8 @@ class Trainer:
             return []  # image-to-video is measured by `videogen eval --task i2v`
         model = self.accelerator.unwrap_model(self.model)
         if self.ema is not None:
-            self.ema.store(model.parameters())
-            self.ema.copy_to(model.parameters())
+            self.ema.store(self.trained_parameters())
+            self.ema.copy_to(self.trained_parameters())
         pipe = TextToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
                                    transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
         pipe.set_progress_bar_config(disable=True)
@@ -358,7 +365,7 @@ class Trainer:
         finally:
             model.train()
             if self.ema is not None:
-                self.ema.restore(model.parameters())
+                self.ema.restore(self.trained_parameters())
         return written
 
     def save_final(self) -> Path:
@@ -366,7 +373,7 @@ class Trainer:
         final = self.output_dir / "final"
         model = self.accelerator.unwrap_model(self.model)
         if self.ema is not None:
-            self.ema.copy_to(model.parameters())
+            self.ema.copy_to(self.trained_parameters())
         if self.cfg["task"] == "vae":
             from videogen.training.latent_stats import latent_statistics, store_latent_statistics
 
@@ -453,7 +460,7 @@ class Trainer:
                     self._accum_index = 0
                     self.state.step += 1
                     if self.ema is not None:
-                        self.ema.step(p for p in acc.unwrap_model(self.model).parameters() if p.requires_grad)
+                        self.ema.step(self.trained_parameters())
                     record = {"step": self.state.step, "loss": sum(losses) / len(losses),
                               "lr": self.lr_scheduler.get_last_lr()[0], "peak_mem_mb": round(peak_memory_mb(), 1)}
                     losses = []
