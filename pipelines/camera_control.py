@@ -1,5 +1,6 @@
-"""Camera-controlled generation with Fun-Control-Camera models: a camera path (preset, pose file or poses), an
-optional start image and prompts in, videos out, over the shared loop, with camera motion guidance."""
+"""Camera-controlled generation with Fun-Control-Camera models or our ``CameraControlNet`` on any base DiT: a camera
+path (preset, pose file or poses), an optional start image and prompts in, videos out, over the shared loop, with
+camera motion guidance."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from pipelines.base import Conditions, VideoDiffusionPipeline, load_wan_components
 from pipelines.image_to_video import as_list, image_encoder_tokens, repeat_for_batch, to_pil
 from videogen.conditioning.camera import camera_condition, camera_poses, static_camera_condition
-from videogen.conditioning.image import fit_image, load_image
+from videogen.conditioning.image import fit_image, image_condition, load_image
 from videogen.guidance import Guidance, Guider, Pass, camera_guidance
 from videogen.validation import check_multiple
 
@@ -39,29 +40,44 @@ def start_image_latents(vae, images: torch.Tensor, num_frames: int) -> torch.Ten
 
 
 class CameraControlPipeline(VideoDiffusionPipeline):
-    """Camera-controlled video with a Fun-Control-Camera ``VideoDiT`` (a camera adapter added to the patch embedding).
+    """Camera-controlled video with a Fun-Control-Camera ``VideoDiT`` (a camera adapter added to the patch embedding)
+    or with any ``VideoDiT`` plus our ``camera_adapter`` (``videogen.models.adapters.CameraControlNet``, whose
+    outputs join the DiT's first blocks as ``block_residuals``).
 
     Components: ``tokenizer``, ``text_encoder``, ``transformer``, ``vae``, ``scheduler`` as ``TextToVideoPipeline``,
     plus ``image_encoder`` / ``image_processor`` (CLIP vision, as Wan2.1 I2V) for transformers with image
     cross-attention. The DiT sees ``noise || start-image latents`` on channels (``in_channels = out_channels +
     z_dim``: the start image VAE-encoded alone into latent frame 0, zeros elsewhere; no mask channels) and the
     camera as packed Plücker rays ``[B, 24, F', H, W]`` (``videogen.conditioning.camera``). A transformer without
-    image channels (``in_channels == out_channels``) takes no start image.
+    image channels (``in_channels == out_channels``) takes no start image; one in Wan's I2V layout (``noise || mask
+    || image latents``, ``out_channels + 4 + z_dim``) gets the start image as ``ImageToVideoPipeline`` gives it,
+    or the all-zero condition without one (what a base trained with ``image_dropout`` saw for text-only samples).
+    ``camera_adapter`` (optional component, folder ``camera_adapter/``) is how a base without its own camera
+    adapter takes the camera; the same presets, window, strength, nulls and CMG apply to both.
 
     Conventions of ``camera`` (CameraCtrl / VideoX-Fun): camera-to-world poses in OpenCV axes (x right, y down,
     z forward), relative to frame 0, intrinsics in pixels; ``pan-left`` moves the camera left (the scene slides
     right in the image).
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->transformer->vae"
-    _optional_components = ["image_encoder", "image_processor"]
+    model_cpu_offload_seq = "text_encoder->image_encoder->camera_adapter->transformer->vae"
+    _optional_components = ["image_encoder", "image_processor", "camera_adapter"]
 
-    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None):
+    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None,
+                 camera_adapter=None):
         super().__init__()
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler,
-            image_encoder=image_encoder, image_processor=image_processor,
+            image_encoder=image_encoder, image_processor=image_processor, camera_adapter=camera_adapter,
         )
+
+    @classmethod
+    def from_base(cls, base, camera_adapter) -> "CameraControlPipeline":
+        """A camera pipeline over the components of a loaded base pipeline (``TextToVideoPipeline`` or
+        ``ImageToVideoPipeline``, shared, not copied) with ``camera_adapter`` (a ``CameraControlNet``)."""
+        parts = {k: getattr(base, k, None) for k in ("tokenizer", "text_encoder", "transformer", "vae", "scheduler",
+                                                     "image_encoder", "image_processor")}
+        return cls(**parts, camera_adapter=camera_adapter)
 
     @classmethod
     def from_wan(
@@ -87,7 +103,7 @@ class CameraControlPipeline(VideoDiffusionPipeline):
             expect=("WanImageToVideoPipeline", "WanPipeline"), transformer=transformer,
         )
         parts.update(components)
-        if parts["transformer"].camera_adapter is None:
+        if parts["transformer"].camera_adapter is None and parts.get("camera_adapter") is None:
             source = transformer if transformer is not None else os.path.join(os.fspath(path), "transformer")
             raise ValueError(f"{source} is not a camera model (no control_adapter.* weights); pass the "
                              "Fun-Control-Camera transformer: CameraControlPipeline.from_wan(path, transformer=...)")
@@ -99,9 +115,50 @@ class CameraControlPipeline(VideoDiffusionPipeline):
 
     @property
     def takes_start_image(self) -> bool:
-        """Whether the transformer has start-image channels (``in_channels = out_channels + z_dim``)."""
+        """Whether the transformer has start-image channels (Fun: ``out_channels + z_dim``; Wan I2V: ``+ 4 + z``)."""
         cfg = self.transformer.config
         return cfg.in_channels != cfg.out_channels
+
+    @property
+    def image_layout(self) -> str:
+        """The transformer's input layout: ``text`` (noise only), ``fun`` (noise || start-image latents) or
+        ``i2v`` (Wan's noise || mask || image latents)."""
+        cfg = self.transformer.config
+        if cfg.in_channels == cfg.out_channels:
+            return "text"
+        return "fun" if cfg.in_channels == cfg.out_channels + self.vae.config.z_dim else "i2v"
+
+    def check_camera_model(self) -> None:
+        """The camera must enter exactly one way (the DiT's own Fun adapter, or ``camera_adapter``), fitted to the
+        DiT; a mismatch is a ``ValueError`` that names it."""
+        cfg, adapter = self.transformer.config, getattr(self, "camera_adapter", None)
+        if self.transformer.camera_adapter is None and adapter is None:
+            raise ValueError(
+                "this transformer has no camera adapter (config camera_channels=None) and the pipeline has no "
+                "camera_adapter, so a camera would be ignored: CameraControlPipeline needs a camera model (e.g. "
+                "Wan2.1-Fun-V1.1-Control-Camera) or a CameraControlNet (camera_adapter=...); use "
+                "ImageToVideoPipeline or TextToVideoPipeline for this one"
+            )
+        if self.transformer.camera_adapter is not None and adapter is not None:
+            raise ValueError("the transformer has its own camera adapter (Fun-Control-Camera) and the pipeline has a "
+                             "camera_adapter too: the camera would enter twice; drop one")
+        if adapter is None:
+            return
+        a = adapter.config
+        if a.out_dim != cfg.dim or tuple(a.patch_size) != tuple(cfg.patch_size):
+            raise ValueError(f"the camera_adapter was built for a DiT of width {a.out_dim} and patch "
+                             f"{tuple(a.patch_size)}; this transformer has width {cfg.dim} and patch "
+                             f"{tuple(cfg.patch_size)}")
+        if a.num_layers > cfg.num_layers or a.latent_channels > cfg.in_channels:
+            raise ValueError(f"the camera_adapter has {a.num_layers} blocks reading {a.latent_channels} latent "
+                             f"channels; this transformer has {cfg.num_layers} blocks and {cfg.in_channels} input "
+                             "channels")
+
+    @property
+    def camera_downscale(self) -> int:
+        """Pixels per latent pixel the camera path folds (the Fun adapter's or the ``camera_adapter``'s)."""
+        adapter = getattr(self, "camera_adapter", None)
+        return (adapter or self.transformer).config.camera_downscale
 
     def check_camera_inputs(
         self, camera, image, image_embeds, num_prompts, height, width, camera_null, camera_strength, camera_window,
@@ -110,24 +167,25 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         """The camera-control rules (the model, the camera settings, the start image); a broken one is a
         ``ValueError`` that names it. Nothing here reads a file or runs a model."""
         cfg = self.transformer.config
-        if self.transformer.camera_adapter is None:
-            raise ValueError(
-                "this transformer has no camera adapter (config camera_channels=None), so a camera would be ignored: "
-                "CameraControlPipeline needs a camera model (e.g. Wan2.1-Fun-V1.1-Control-Camera); use "
-                "ImageToVideoPipeline or TextToVideoPipeline for this one"
-            )
-        if cfg.camera_downscale != self.vae_scale_factor_spatial:
-            raise ValueError(f"the camera adapter folds {cfg.camera_downscale}x{cfg.camera_downscale} pixels but the "
+        self.check_camera_model()
+        downscale = self.camera_downscale
+        if downscale != self.vae_scale_factor_spatial:
+            raise ValueError(f"the camera adapter folds {downscale}x{downscale} pixels but the "
                              f"VAE's spatial factor is {self.vae_scale_factor_spatial}; they must be equal")
-        factor = cfg.camera_downscale * cfg.patch_size[1]
+        factor = downscale * cfg.patch_size[1]
         check_multiple("height", height, factor)
         check_multiple("width", width, factor)
-        z = self.vae.config.z_dim
-        if cfg.in_channels not in (cfg.out_channels, cfg.out_channels + z):
+        z, t = self.vae.config.z_dim, self.vae_scale_factor_temporal
+        layouts = (cfg.out_channels, cfg.out_channels + z)
+        if getattr(self, "camera_adapter", None) is not None:  # our adapter also fits bases in Wan's I2V layout
+            layouts += (cfg.out_channels + t + z,)
+        if cfg.in_channels not in layouts:
             raise ValueError(
                 f"transformer in_channels ({cfg.in_channels}) must be out_channels ({cfg.out_channels}; no start "
                 f"image) or out_channels + VAE z_dim = {cfg.out_channels + z} (noise || start-image latents, the "
-                "Wan2.1 Fun layout); mask channels (Wan2.2 Fun camera models) are not supported"
+                f"Wan2.1 Fun layout); with a camera_adapter also out_channels + {t} + z_dim = "
+                f"{cfg.out_channels + t + z} (noise || mask || image latents, Wan's I2V layout); mask channels in a "
+                "Fun-Control-Camera model (Wan2.2 Fun camera models) are not supported"
             )
         if image is not None and not self.takes_start_image:
             raise ValueError("image was given but this transformer has no start-image channels "
@@ -189,20 +247,22 @@ class CameraControlPipeline(VideoDiffusionPipeline):
     def prepare_image_conditions(
         self, images, image_embeds, num_prompts, num_videos_per_prompt, height, width, num_frames, device
     ) -> dict:
-        """The start-image latents ``[B, z_dim, F', h, w]`` (zeros without an image; None for a model without
-        image channels) and the image tokens ``[B, L, image_dim]`` (CLIP of the image, zeros without one, as
+        """The start-image channels ``[B, z_dim, F', h, w]`` (Fun) or ``[B, 4 + z_dim, F', h, w]`` (mask and
+        latents, Wan's I2V layout; zeros without an image; None for a model without image channels) and the image tokens ``[B, L, image_dim]`` (CLIP of the image, zeros without one, as
         VideoX-Fun does; None for a model without image cross-attention), repeated to the batch."""
         cfg = self.transformer.config
         b = num_prompts * num_videos_per_prompt
         latents = None
         if self.takes_start_image:
-            if images is None:
+            if images is None:  # zeros: no image latents (Fun), and no mask either (Wan's I2V layout)
                 latent_frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
-                latents = torch.zeros(b, self.vae.config.z_dim, latent_frames, height // self.vae_scale_factor_spatial,
+                channels = cfg.in_channels - cfg.out_channels
+                latents = torch.zeros(b, channels, latent_frames, height // self.vae_scale_factor_spatial,
                                       width // self.vae_scale_factor_spatial, device=device)
             else:
                 pixels = torch.stack([fit_image(x, height, width) for x in images]).to(device) * 2 - 1
-                latents = start_image_latents(self.vae, pixels, num_frames).to(device)
+                encode = start_image_latents if self.image_layout == "fun" else image_condition
+                latents = encode(self.vae, pixels, num_frames).to(device)
                 latents = repeat_for_batch(latents, num_prompts, num_videos_per_prompt)
         tokens = None
         if cfg.image_dim is not None:
@@ -228,7 +288,11 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         extra = conds.extra
         start, stop = extra["camera_window"]
         active = extra["camera"] is not None and extra["camera_strength"] != 0 and start <= step / num_steps < stop
-        return dataclasses.replace(conds, extra={**extra, "camera_active": active})
+        # The camera_adapter runs at this step's timestep; its outputs are shared by the passes with the same camera
+        # (text does not enter it), so CMG's three passes cost at most two adapter runs.
+        timestep = self.scheduler.timesteps[step] if active else None
+        return dataclasses.replace(conds, extra={**extra, "camera_active": active, "timestep": timestep,
+                                                 "camera_residuals": {}})
 
     def pass_camera(self, p: Pass, extra: dict) -> tuple[Optional[torch.Tensor], float]:
         """The camera and the adapter's scale for one pass: the camera for ``p.extra``, else the chosen null; with
@@ -251,9 +315,30 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         embeds = extra["image_embeds"]
         inputs["encoder_hidden_states_image"] = None if embeds is None else embeds.to(dtype)
         camera, scale = self.pass_camera(p, extra)
+        if getattr(self, "camera_adapter", None) is not None:
+            inputs["camera"], inputs["camera_scale"] = None, None
+            inputs["block_residuals"] = None if camera is None else self.camera_residuals(
+                inputs["hidden_states"], camera, scale, extra)
+            return inputs
         inputs["camera"] = None if camera is None else camera.expand(b, *camera.shape[1:]).to(dtype)
         inputs["camera_scale"] = None if camera is None else torch.full((b,), scale, device=latents.device)
         return inputs
+
+    def camera_residuals(self, hidden_states: torch.Tensor, camera: torch.Tensor, scale: float, extra: dict) -> list:
+        """The ``camera_adapter``'s ``block_residuals`` for one pass (the DiT's input ``hidden_states``, the pass's
+        camera at ``scale``), computed once per step for each distinct (camera, scale); scale 0 gives zeros."""
+        key = (id(camera), scale)
+        cache = extra["camera_residuals"]
+        if key not in cache:
+            adapter, b = self.camera_adapter, hidden_states.shape[0]
+            param = next(adapter.parameters())
+            t = extra["timestep"].expand(b).to(hidden_states.device)
+            cam = camera.expand(b, *camera.shape[1:]).to(device=param.device, dtype=param.dtype)
+            residuals = adapter.block_residuals(hidden_states.to(param.device), t, cam,
+                                                self.transformer.config.num_layers,
+                                                torch.full((b,), scale, device=param.device))
+            cache[key] = [None if r is None else r.to(hidden_states.device, self.transformer.dtype) for r in residuals]
+        return cache[key]
 
     def predict(self, latents, t, passes: Sequence[Pass], conds: Conditions, batch_guidance: bool) -> dict:
         """As the base, but with the camera off at this step, passes that differ only in ``extra`` are one model

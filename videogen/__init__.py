@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-_LAZY = {"VideoDiT": "videogen.models.transformer", "CausalVideoVAE": "videogen.models.vae"}
+_LAZY = {"VideoDiT": "videogen.models.transformer", "CausalVideoVAE": "videogen.models.vae",
+         "CameraControlNet": "videogen.models.adapters.camera"}
 
 
 def __getattr__(name):

@@ -118,6 +118,8 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
             from videogen.convert.wan import cast_keeping_fp32
 
             cast_keeping_fp32(pipe.transformer, torch_dtype)
+            if getattr(pipe, "camera_adapter", None) is not None:
+                cast_keeping_fp32(pipe.camera_adapter, torch_dtype)
             pipe.text_encoder.to(torch_dtype)
     return pipe.to(device)
 
