@@ -18,6 +18,7 @@ from pipelines.image_to_video import as_list, image_encoder_tokens, repeat_for_b
 from videogen.conditioning.camera import camera_condition, camera_poses, static_camera_condition
 from videogen.conditioning.image import fit_image, image_condition, load_image
 from videogen.guidance import Guidance, Guider, Pass, camera_guidance
+from videogen.models.adapters.camera import CameraControlNet  # imported here, so from_pretrained finds the class
 from videogen.validation import check_multiple
 
 # How a guidance pass without the camera (``Pass(extra=False)``) is materialised: the rays of a camera that does not
@@ -144,6 +145,9 @@ class CameraControlPipeline(VideoDiffusionPipeline):
                              "camera_adapter too: the camera would enter twice; drop one")
         if adapter is None:
             return
+        if not isinstance(adapter, CameraControlNet):
+            raise ValueError(f"camera_adapter must be a videogen.models.adapters.CameraControlNet; got "
+                             f"{type(adapter).__name__}")
         a = adapter.config
         if a.out_dim != cfg.dim or tuple(a.patch_size) != tuple(cfg.patch_size):
             raise ValueError(f"the camera_adapter was built for a DiT of width {a.out_dim} and patch "

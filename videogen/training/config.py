@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import yaml
 
 DEFAULTS: dict[str, Any] = {
-    "task": "dit",  # dit | vae
+    "task": "dit",  # dit | vae | camera (a CameraControlNet on a frozen model.pretrained; videogen.training.camera)
     "seed": 0,
     "output_dir": "runs/default",
     "model": {
@@ -83,6 +83,12 @@ DEFAULTS: dict[str, Any] = {
              "init": None,
              # "both" factors train, or "A" only (B frozen: Set-and-Sequence's motion residual on an identity basis)
              "train_factors": "both"},
+    # Task camera: the adapter (CameraControlNet.for_transformer kwargs, or init: an adapter directory to continue
+    # from); the static-camera null (identity camera, clip frozen to frame 0), sparse pose dropout (that share of the
+    # middle frames' rays zeroed), AC3D's high-noise timesteps (truncated normal), the cameras of validation videos.
+    "camera": {"adapter": {"num_layers": 2}, "init": None, "static_prob": 0.05, "sparse_prob": 0.15,
+               "sparse_fraction": [0.7, 1.0], "high_noise": False, "high_noise_mean": 0.95, "high_noise_std": 0.1,
+               "high_noise_min": 0.6, "validation_cameras": ["pan-left", "zoom-in"]},
     "checkpoint": {"every": 500, "keep_last": 3},
     "validation": {"every": 0, "prompts": [], "seeds": [0], "num_inference_steps": 20, "guidance_scale": 5.0,
                    "fps": 8},
@@ -92,7 +98,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Sub-dicts that hold a component's own keyword arguments: taken as given, not checked against DEFAULTS.
 FREE_FORM = {("model", "transformer"), ("model", "vae"), ("model", "text_encoder"), ("model", "tokenizer"),
-             ("model", "scheduler")}
+             ("model", "scheduler"), ("camera", "adapter")}
 
 
 def _free(keys: Sequence[str]) -> bool:
@@ -154,6 +160,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     cfg = _merge(DEFAULTS, user)
     for override in overrides:
         apply_override(cfg, override)
-    if cfg["task"] not in ("dit", "vae"):
-        raise ValueError(f"task must be 'dit' or 'vae'; got {cfg['task']!r}")
+    if cfg["task"] not in ("dit", "vae", "camera"):
+        raise ValueError(f"task must be 'dit', 'vae' or 'camera'; got {cfg['task']!r}")
     return cfg

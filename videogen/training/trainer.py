@@ -117,11 +117,20 @@ class Trainer:
         self.parts = parts
         self.tokenizer, self.text_encoder, self.vae = parts["tokenizer"], parts["text_encoder"], parts["vae"]
         self.lora_config = None
-        if t["i2v"] and cfg["task"] != "dit":
-            raise ValueError("train.i2v needs task: dit")
+        if t["i2v"] and cfg["task"] not in ("dit", "camera"):
+            raise ValueError("train.i2v needs task: dit (or camera, on a base in the I2V layout)")
         if not 0.0 <= t["image_dropout"] < 1.0 or (t["image_dropout"] and not t["i2v"]):
             raise ValueError(f"train.image_dropout must be in [0, 1) and needs train.i2v; got {t['image_dropout']}")
-        if cfg["task"] == "dit":
+        self.camera_task = None
+        if cfg["task"] == "camera":  # a CameraControlNet on the frozen base (videogen.training.camera)
+            from videogen.training.camera import CameraTask
+
+            self.camera_task = CameraTask(cfg, parts)
+            self.model = self.camera_task.model
+            self.vae.requires_grad_(False).eval()
+            self.text_encoder.requires_grad_(False).eval()
+            trained = [self.model]
+        elif cfg["task"] == "dit":
             self.model = parts["transformer"]
             if t["i2v"]:
                 from videogen.training.components import widen_input_channels
@@ -225,6 +234,10 @@ class Trainer:
         local = (batch["latents"] if cached else batch["video"]).shape[0]
         global_batch = local * self.accelerator.num_processes
         gen = self._batch_randomness()
+        if self.camera_task is not None:  # nulls and pose dropout, decided before the videos are encoded
+            camera_gen = torch.Generator().manual_seed(gen.initial_seed() + 1)
+            video, camera = self.camera_task.prepare(batch, camera_gen, global_batch, lambda x: self._local(x, local))
+            batch = {**batch, "video": video}
         if cached:  # `videogen cache` output: normalised latents and text states, computed once
             latents = batch["latents"].to(device).float()
         else:
@@ -233,6 +246,9 @@ class Trainer:
                 latents = self.vae.normalize_latents(self.vae.encode(video, streaming=False).latent_dist.mode()).float()
         drop = self._local(torch.rand(global_batch, generator=gen) < t["caption_dropout"], local)
         sigma = self._local(sample_sigmas(global_batch, gen, t["logit_mean"], t["logit_std"], t["flow_shift"]), local)
+        high_noise = None if self.camera_task is None else self.camera_task.sigmas(global_batch, camera_gen)
+        if high_noise is not None:  # camera.high_noise: AC3D's timesteps instead
+            sigma = self._local(high_noise, local)
         noise = self._local(torch.randn((global_batch, *latents.shape[1:]), generator=gen), local).to(device)
         if cached and not t["train_text_encoder"]:
             text = batch["prompt_embeds"].to(device)
@@ -254,7 +270,8 @@ class Trainer:
                 dropped = self._local(torch.rand(global_batch, generator=gen) < t["image_dropout"], local).to(device)
                 condition = torch.where(dropped[:, None, None, None, None], torch.zeros_like(condition), condition)
             x_t = torch.cat([x_t, condition], dim=1)
-        pred = self.model(x_t, (sigma * 1000).to(device), text).sample
+        extra = {} if self.camera_task is None else {"camera": camera.to(device)}
+        pred = self.model(x_t, (sigma * 1000).to(device), text, **extra).sample
         return flow_matching_loss(pred, target, weights)
 
     def image_condition(self, batch: dict, num_frames: int) -> torch.Tensor:
@@ -342,20 +359,24 @@ class Trainer:
         from videogen.io import save_video
 
         v, d = self.cfg["validation"], self.cfg["data"]
-        if self.cfg["task"] != "dit" or not v["prompts"] or self.cfg["train"]["i2v"]:
+        if self.cfg["task"] == "vae" or not v["prompts"] or (self.cfg["train"]["i2v"] and self.camera_task is None):
             return []  # image-to-video is measured by `videogen eval --task i2v`
         model = self.accelerator.unwrap_model(self.model)
         if self.ema is not None:
             self.ema.store(self.trained_parameters())
             self.ema.copy_to(self.trained_parameters())
-        pipe = TextToVideoPipeline(tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
-                                   transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
-        pipe.set_progress_bar_config(disable=True)
+        pipe = None if self.camera_task is not None else TextToVideoPipeline(
+            tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
+            transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
+        if pipe is not None:
+            pipe.set_progress_bar_config(disable=True)
         out_dir = self.output_dir / "validation" / f"{CHECKPOINT_PREFIX}{self.state.step:08d}"
         written = []
         try:
             model.eval()
-            for i, prompt in enumerate(v["prompts"]):
+            if self.camera_task is not None:  # one video per prompt x camera x seed
+                written = self.camera_task.validate(self, out_dir)
+            for i, prompt in enumerate(v["prompts"] if pipe is not None else []):
                 for seed in v["seeds"]:
                     frames = pipe(prompt, height=d["height"], width=d["width"], num_frames=d["num_frames"],
                                   num_inference_steps=v["num_inference_steps"], guidance_scale=v["guidance_scale"],
@@ -384,6 +405,8 @@ class Trainer:
                 store_latent_statistics(model.vae, *latent_statistics(model.vae, self.dataset,
                                                                       self.cfg["train"]["latent_stats_samples"]))
             model.vae.save_pretrained(final / "vae")
+        elif self.camera_task is not None:
+            self.camera_task.save_final(self, final)
         elif self.lora_config is not None:
             from videogen.training.lora import save_lora
 
@@ -445,7 +468,7 @@ class Trainer:
                 loader = self._epoch_loader()
                 for batch in loader:
                     with acc.accumulate(self.model):
-                        loss = self.dit_loss(batch) if cfg["task"] == "dit" else self.vae_loss(batch)
+                        loss = self.vae_loss(batch) if cfg["task"] == "vae" else self.dit_loss(batch)
                         acc.backward(loss)
                         if acc.sync_gradients and cfg["train"]["max_grad_norm"]:
                             acc.clip_grad_norm_(self.model.parameters(), cfg["train"]["max_grad_norm"])
