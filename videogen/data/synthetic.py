@@ -2,7 +2,7 @@
 
 A clip shows one to three objects (circle, square, triangle; six saturated colours; three sizes)
 on a grey ground plane (a solid colour or a procedural texture), filmed by a pinhole camera that is
-static or pans, dollies or rolls. Objects move left, right, up or down at a named speed, stay still,
+static or pans, dollies, rolls, zooms or orbits. Objects move left, right, up or down at a named speed, stay still,
 or follow a free curved path (a cubic Bézier). ``write_dataset`` / ``videogen synth`` writes clips in
 the standard dataset format (``clips/00000.mp4`` + ``00000.txt`` caption + ``00000.json`` metadata,
 and ``manifest.jsonl``); later stages train on it and *measure* generated videos against it.
@@ -24,7 +24,7 @@ Conventions (shared with ``videogen.data.synthetic_geometry``)
   reference camera). ``intrinsics`` is ``[fx, fy, cx, cy]`` in pixels with centres at +0.5, so
   ``(cx, cy)`` is the image centre; OpenCV functions (centres at integers) need ``cx - 0.5, cy - 0.5``.
   Frames are rendered exactly through the plane homography ``H = K [r1 r2 t]`` of ``w2c = [R | t]``
-  with bilinear texture sampling (see ``synthetic_geometry``). The camera never tilts, so H is a
+  with bilinear texture sampling (see ``synthetic_geometry``). Outside orbits the camera never tilts, so H is a
   similarity and projected area centroids are image area centroids.
 - **Motion words** are image directions of a static camera: ``left`` = decreasing x, ``up`` =
   decreasing y. A speed moves the object by ``SPEEDS[speed]`` of the frame width (left/right) or
@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from videogen.data.synthetic_geometry import (  # noqa: F401  (GAP, MARGIN, SUPERSAMPLE: re-exported settings)
+    ALL_CAMERA_MOTIONS,
     CAMERA_MOTIONS,
     GAP,
     MARGIN,
@@ -75,6 +76,7 @@ from videogen.data.synthetic_geometry import (  # noqa: F401  (GAP, MARGIN, SUPE
     bezier,
     boxes_apart,
     boxes_inside,
+    camera_intrinsics,
     camera_path,
     coverage,
     intrinsic_matrix,
@@ -181,7 +183,7 @@ def validate_spec(spec: ClipSpec) -> None:
     if spec.num_frames < 2 or min(spec.height, spec.width) < 16:
         raise ValueError(f"a clip needs >= 2 frames and >= 16x16 pixels; got {spec.num_frames} frames of "
                          f"{spec.height}x{spec.width}")
-    check(spec.camera, ("static",) + CAMERA_MOTIONS, "camera motion")
+    check(spec.camera, ("static",) + ALL_CAMERA_MOTIONS, "camera motion")
     check(spec.background.kind, ("solid", "texture"), "background kind")
     check(spec.background.name, BACKGROUNDS if spec.background.kind == "solid" else TEXTURES, "background")
     for o in spec.objects:
@@ -221,16 +223,21 @@ def object_track(obj: ObjectSpec, num_frames: int, height: int, width: int) -> n
 def image_geometry(obj: ObjectSpec, track: np.ndarray, warps: np.ndarray, height: int, width: int):
     """Per-frame image centroid ``[F, 2]`` and bounding box ``[F, 4]`` (x0, y0, x1, y1) of an object.
 
-    ``warps[k]`` maps reference pixels to frame-k pixels (a similarity).
+    ``warps[k]`` maps reference pixels to frame-k pixels (a similarity; a general homography in orbits, where a
+    circle's box comes from 64 projected boundary points plus a quarter pixel).
     """
     s = object_radius(obj, height, width)
     verts = shape_vertices(obj.shape, s)
     centres, boxes = [], []
     for point, M in zip(track, warps):
         c = apply_homography(M, point)
-        if verts is None:
+        if verts is None and not M[2, :2].any():
             r = s * math.sqrt(abs(np.linalg.det(M[:2, :2] / M[2, 2])))
             box = (c[0] - r, c[1] - r, c[0] + r, c[1] + r)
+        elif verts is None:  # projective: the image of a circle is an ellipse; bound it by its sampled boundary
+            angle = np.linspace(0.0, 2 * math.pi, 64, endpoint=False)
+            v = apply_homography(M, point + s * np.stack([np.cos(angle), np.sin(angle)], -1))
+            box = (*(v.min(0) - 0.25), *(v.max(0) + 0.25))
         else:
             v = apply_homography(M, point + verts)
             box = (*v.min(0), *v.max(0))
@@ -245,15 +252,15 @@ def image_geometry(obj: ObjectSpec, track: np.ndarray, warps: np.ndarray, height
 
 
 def camera_setup(spec: ClipSpec):
-    """``(intrinsics (fx, fy, cx, cy), c2w [F, 4, 4], homographies [F, 3, 3], warps [F, 3, 3])`` of a clip.
+    """``(intrinsics [F, 4] (fx, fy, cx, cy), c2w [F, 4, 4], homographies [F, 3, 3], warps [F, 3, 3])`` of a clip.
 
-    ``homographies[k]`` maps plane points to frame-k pixels; ``warps[k]`` maps reference pixels to frame-k pixels.
+    ``homographies[k]`` maps plane points to frame-k pixels; ``warps[k]`` maps reference pixels (frame 0's, with
+    the reference intrinsics) to frame-k pixels. Intrinsics change over the clip only in zooms.
     """
-    intr = intrinsics(spec.height, spec.width)
-    K = intrinsic_matrix(*intr)
+    intr = camera_intrinsics(spec.camera, spec.num_frames, spec.height, spec.width)
     c2w = camera_path(spec.camera, spec.num_frames, spec.height, spec.width)
-    homographies = np.stack([plane_homography(K, c) for c in c2w])
-    warps = homographies @ np.linalg.inv(K)
+    homographies = np.stack([plane_homography(intrinsic_matrix(*k), c) for k, c in zip(intr, c2w)])
+    warps = homographies @ np.linalg.inv(intrinsic_matrix(*intrinsics(spec.height, spec.width)))
     return intr, c2w, homographies, warps
 
 
@@ -300,7 +307,8 @@ def clip_metadata(spec, intr, c2w, tracks, geometry, layout) -> dict:
     and ``plane_trajectory`` ``[F][X, Y]`` (world units on z = 0); ``spec`` (``ClipSpec.to_dict``).
     """
     F, H, W = spec.num_frames, spec.height, spec.width
-    fx, fy, cx, cy = intr
+    intr = np.asarray(intr, dtype=float).reshape(-1, 4)
+    fx, fy, cx, cy = intr[0]  # the reference camera: plane coordinates of reference pixels
     objects = []
     for z, (o, track, (centres, boxes)) in enumerate(zip(spec.objects, tracks, geometry)):
         plane = (track - np.array([cx, cy])) / np.array([fx, fy])
@@ -314,7 +322,8 @@ def clip_metadata(spec, intr, c2w, tracks, geometry, layout) -> dict:
         bg["rgb"] = list(BACKGROUNDS[spec.background.name])
     return dict(
         num_frames=F, height=H, width=W, fps=spec.fps, background=bg, plane=layout,
-        camera=dict(motion=spec.camera, convention="opencv", intrinsics=[list(intr) for _ in range(F)],
+        camera=dict(motion=spec.camera, convention="opencv",
+                    intrinsics=[list(map(float, intr[min(k, len(intr) - 1)])) for k in range(F)],
                     c2w=c2w.tolist()),
         objects=objects, spec=spec.to_dict(),
     )
@@ -411,7 +420,8 @@ def sample_object(rng, spec: ClipSpec, warps: np.ndarray, fixed=("*", "*", "*"),
 
 def sample_clip_spec(rng: np.random.Generator, frames: int = 17, height: int = 64, width: int = 64, fps: float = 8,
                      camera_fraction: float = 0.25, max_objects: int = 3, exclude=(), first_object=None,
-                     texture_fraction: float = 0.5, attempts: int = 100) -> ClipSpec:
+                     texture_fraction: float = 0.5, attempts: int = 100,
+                     camera_motions=CAMERA_MOTIONS, camera_texture_fraction: float = 1.0) -> ClipSpec:
     """Draw a random clip spec.
 
     The camera moves (a random ``CAMERA_MOTIONS`` entry, over a textured plane, objects still) with
@@ -419,14 +429,22 @@ def sample_clip_spec(rng: np.random.Generator, frames: int = 17, height: int = 6
     probability ``texture_fraction``. 1 to ``max_objects`` objects (``OBJECT_COUNTS`` weights) get
     distinct colours and never touch each other or the border. ``exclude``: parsed hold-out patterns
     no object may match. ``first_object``: a ``(color, shape, motion)`` pattern the first object must
-    match ('*' = free; a non-still motion forces a static camera).
+    match ('*' = free; a non-still motion forces a static camera). ``camera_motions``: the moving cameras drawn
+    from (default ``CAMERA_MOTIONS``, so older seeds keep their clips; ``ALL_CAMERA_MOTIONS`` adds zooms and orbits).
+    ``camera_texture_fraction``: the share of moving-camera clips over a textured plane (the rest get a solid one,
+    where only the objects show the motion: what a VAE trained on solid backgrounds reproduces); drawn only when
+    below 1, so the default keeps older seeds' clips.
     """
+    unknown = [m for m in camera_motions if m not in ALL_CAMERA_MOTIONS]
+    if unknown or not camera_motions:
+        raise ValueError(f"camera_motions must be a non-empty list of {', '.join(ALL_CAMERA_MOTIONS)}; got {unknown}")
     first = None if first_object is None else parse_holdout([first_object])[0]
     if first is not None:
         first = tuple(w if w != "*" else _pick(rng, opts) for w, opts in zip(first, (COLORS, SHAPES, ALL_MOTIONS)))
     moving = rng.random() < camera_fraction and (first is None or first[2] == "still")
-    camera = _pick(rng, CAMERA_MOTIONS) if moving else "static"
-    if moving or rng.random() < texture_fraction:
+    camera = _pick(rng, camera_motions) if moving else "static"
+    textured = moving and (camera_texture_fraction >= 1.0 or rng.random() < camera_texture_fraction)
+    if textured or (not moving and rng.random() < texture_fraction):
         background = BackgroundSpec("texture", _pick(rng, TEXTURES), int(rng.integers(2**31 - 1)))
     else:
         background = BackgroundSpec("solid", _pick(rng, BACKGROUNDS))
@@ -466,7 +484,8 @@ _MOTION_PLAIN = {"left": "left", "right": "right", "up": "up", "down": "down", "
                  "curve": "along a curve"}
 _CAMERA_WORDS = {"pan_left": "pans left", "pan_right": "pans right", "pan_up": "pans up", "pan_down": "pans down",
                  "dolly_in": "dollies in", "dolly_out": "dollies out", "roll_clockwise": "rolls clockwise",
-                 "roll_counterclockwise": "rolls counterclockwise"}
+                 "roll_counterclockwise": "rolls counterclockwise", "zoom_in": "zooms in", "zoom_out": "zooms out",
+                 "orbit_left": "orbits left", "orbit_right": "orbits right"}
 
 
 def object_phrase(obj: ObjectSpec, style: str) -> str:
@@ -543,7 +562,7 @@ def _write_text(path: Path, text: str) -> None:
 def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: int = 64, width: int = 64,
                   fps: float = 8, holdout=None, camera_fraction: float = 0.25, format: str = "mp4",
                   split: str = "train", max_objects: int = 3, texture_fraction: float = 0.5,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, camera_motions=CAMERA_MOTIONS, camera_texture_fraction: float = 1.0) -> dict:
     """Render ``num`` clips into ``out_dir`` in the standard dataset format; return the ``world.json`` summary.
 
     Writes ``clips/NNNNN.mp4`` (``format="mp4"``, H.264) or ``clips/NNNNN/`` PNG folders (``"png"``,
@@ -570,7 +589,8 @@ def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: in
     for index in tqdm(range(num), desc=f"shapes world ({split})", disable=not progress):
         spec, caption = make_clip(index, seed, split, patterns, frames=frames, height=height, width=width, fps=fps,
                                   camera_fraction=camera_fraction, max_objects=max_objects,
-                                  texture_fraction=texture_fraction)
+                                  texture_fraction=texture_fraction, camera_motions=tuple(camera_motions),
+                                  camera_texture_fraction=camera_texture_fraction)
         video, meta = render_clip(spec)
         name = f"{index:05d}"
         video_rel = f"clips/{name}.mp4" if format == "mp4" else f"clips/{name}"
@@ -590,10 +610,10 @@ def write_dataset(out_dir, num: int, seed: int = 0, frames: int = 17, height: in
     world = dict(
         seed=seed, num=num, split=split, frames=frames, height=height, width=width, fps=fps, format=format,
         camera_fraction=camera_fraction, texture_fraction=texture_fraction, max_objects=max_objects,
-        holdout=[" ".join(p) for p in patterns],
+        camera_texture_fraction=camera_texture_fraction, holdout=[" ".join(p) for p in patterns],
         counts={k: dict(sorted(v.items())) for k, v in counts.items()},
         colors=COLORS, backgrounds=BACKGROUNDS, textures=list(TEXTURES), shapes=list(SHAPES),
-        motions=list(ALL_MOTIONS), speeds=SPEEDS, sizes=SIZES, camera_motions=list(CAMERA_MOTIONS),
+        motions=list(ALL_MOTIONS), speeds=SPEEDS, sizes=SIZES, camera_motions=list(camera_motions),
     )
     _write_text(out / "world.json", json.dumps(world, indent=2) + "\n")
     return world
@@ -621,6 +641,11 @@ def add_cli(subparsers):
     p.add_argument("--texture-fraction", dest="texture_fraction", type=float, default=0.5,
                    help="share of static-camera clips with a textured (not solid) background")
     p.add_argument("--max-objects", dest="max_objects", type=int, default=3)
+    p.add_argument("--camera-motions", dest="camera_motions", default="default",
+                   help="moving cameras drawn from: 'default' (pans, dollies, rolls), 'all' (also zoom_in/out, "
+                        "orbit_left/right) or a comma-separated list")
+    p.add_argument("--camera-texture-fraction", dest="camera_texture_fraction", type=float, default=1.0,
+                   help="share of moving-camera clips over a textured plane (the rest: solid, objects only)")
     p.add_argument("--holdout", default="default",
                    help="'default', 'none', or ';'-separated 'color shape motion' patterns ('*' = any)")
     p.set_defaults(func=run_synth)
@@ -635,9 +660,12 @@ def run_synth(args) -> int:
         holdout = ()
     else:
         holdout = [p.strip() for p in args.holdout.split(";") if p.strip()]
+    motions = {"default": CAMERA_MOTIONS, "all": ALL_CAMERA_MOTIONS}.get(
+        args.camera_motions, tuple(m.strip() for m in args.camera_motions.split(",") if m.strip()))
     world = write_dataset(args.out, args.num, args.seed, frames=args.frames, height=args.height, width=args.width,
                           fps=args.fps, holdout=holdout, camera_fraction=args.camera_fraction, format=args.format,
-                          split=args.split, max_objects=args.max_objects, texture_fraction=args.texture_fraction)
+                          split=args.split, max_objects=args.max_objects, texture_fraction=args.texture_fraction,
+                          camera_motions=motions, camera_texture_fraction=args.camera_texture_fraction)
     moving = sum(v for k, v in world["counts"]["camera"].items() if k != "static")
     print(f"wrote {world['num']} {world['split']} clips ({args.frames}x{args.height}x{args.width}, {args.format}, "
           f"{moving} with camera motion, {len(world['holdout'])} hold-out patterns) to {args.out}")

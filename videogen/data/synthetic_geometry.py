@@ -17,8 +17,11 @@ them into clips and documents the conventions in full. In short:
   OpenCV's own functions put pixel centres at integers: subtract 0.5 from cx and cy for them.
 - **Homography**: a plane point ``(X, Y, 0)`` appears at pixel ``H @ (X, Y, 1)`` (then divide by the
   third coordinate) with ``H = K [r1 r2 t']``, where ``[R' | t'] = w2c = inverse(c2w)`` and r1, r2 are
-  R''s first two columns. The camera never tilts (only roll about its axis), so every H is a
-  similarity: areas scale uniformly and the image of an area centroid is the centroid of the image.
+  R''s first two columns. Except in orbits the camera never tilts (only roll about its axis), so H is a
+  similarity: areas scale uniformly and the image of an area centroid is the centroid of the image. An orbit
+  (``orbit_*``) tilts it by up to ``ORBIT_DEGREES``: H is then a general homography (rendering stays exact; a
+  recorded centroid is the projected plane centroid, which differs from the image area centroid by a small
+  fraction of a pixel at these sizes). A zoom (``zoom_*``) changes the focal length, not the pose.
 - **Texture sampling** is plain bilinear (no mip-mapping): the texture has ``TEXELS_PER_PIXEL`` texels
   per pixel where the camera is closest, so far frames (``dolly_out``: 1.6x the distance) minify it
   up to 3.2x and its fine detail aliases a little; the soft ``EDGE`` keeps that small.
@@ -35,10 +38,15 @@ import numpy as np
 CAMERA_MOTIONS = (
     "pan_left", "pan_right", "pan_up", "pan_down", "dolly_in", "dolly_out", "roll_clockwise", "roll_counterclockwise",
 )
+# Added later: not in CAMERA_MOTIONS, which the samplers draw from by default, so older seeds give the same clips.
+EXTRA_CAMERA_MOTIONS = ("zoom_in", "zoom_out", "orbit_left", "orbit_right")
+ALL_CAMERA_MOTIONS = CAMERA_MOTIONS + EXTRA_CAMERA_MOTIONS
 FOCAL = 1.0  # fx = fy = FOCAL * width: a 53.1 degree horizontal field of view
 PAN = 0.35  # a pan moves the camera by this fraction of the reference view's width (x) or height (y)
 DOLLY_DEPTH = {"dolly_in": 0.6, "dolly_out": 1.6}  # distance to the plane at the last frame (first: 1)
 ROLL_DEGREES = 30.0  # total roll over a clip
+ZOOM = {"zoom_in": 1.6, "zoom_out": 0.625}  # focal length at the last frame / at the first
+ORBIT_DEGREES = 20.0  # an orbit's total turn about the plane point under the reference camera
 EDGE = 0.015  # width of a texture's soft edges, world units (about one reference pixel at 64 px width)
 TEXTURES = ("checker", "stripes", "noise")
 TEXELS_PER_PIXEL = 2  # texture resolution: texels per image pixel at the closest camera distance
@@ -63,6 +71,22 @@ def intrinsic_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
+def camera_intrinsics(motion: str, num_frames: int, height: int, width: int) -> np.ndarray:
+    """Per-frame ``[F, 4]`` (fx, fy, cx, cy): the shapes-world camera's, with the focal length growing linearly in
+    the frame index to ``ZOOM[motion]`` times its start for a zoom (the principal point stays at the centre)."""
+    k = np.tile(np.array(intrinsics(height, width)), (num_frames, 1))
+    if motion in ZOOM:
+        s = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+        k[:, :2] *= (1.0 + (ZOOM[motion] - 1.0) * s)[:, None]
+    return k
+
+
+def orbit_matrix(angle: float) -> np.ndarray:
+    """Rotation by ``angle`` radians about the world y axis (x turns towards -z: a camera on it moves left)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
 def roll_matrix(angle: float) -> np.ndarray:
     """Rotation by ``angle`` radians about the camera's z axis (x turns towards y: clockwise on screen)."""
     c, s = math.cos(angle), math.sin(angle)
@@ -77,10 +101,14 @@ def camera_path(motion: str, num_frames: int, height: int, width: int) -> np.nda
     view, so the scene slides the *opposite* way in the image. ``dolly_in``/``dolly_out``: it moves
     along its optical axis from distance 1 to ``DOLLY_DEPTH``. ``roll_*``: it rotates about its
     optical axis by ``ROLL_DEGREES``; ``roll_clockwise`` turns the camera clockwise as seen on screen,
-    so the scene turns counterclockwise. Every motion is linear in the frame index.
+    so the scene turns counterclockwise. ``zoom_*``: the pose stays the reference one (the focal length changes:
+    ``camera_intrinsics``). ``orbit_left``/``orbit_right``: the camera circles the plane point ``(0, 0, 0)`` under
+    the reference camera at distance 1, about the world y axis, by ``ORBIT_DEGREES``, always looking at it; it moves
+    left (right), tilting towards the pivot. Every motion is linear in the frame index.
     """
-    if motion != "static" and motion not in CAMERA_MOTIONS:
-        raise ValueError(f"unknown camera motion {motion!r}; expected 'static' or one of {', '.join(CAMERA_MOTIONS)}")
+    if motion != "static" and motion not in ALL_CAMERA_MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}; expected 'static' or one of "
+                         f"{', '.join(ALL_CAMERA_MOTIONS)}")
     s = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
     f = FOCAL * width
     position = np.zeros((num_frames, 3))
@@ -98,6 +126,12 @@ def camera_path(motion: str, num_frames: int, height: int, width: int) -> np.nda
     for k in range(num_frames):
         c2w[k, :3, :3] = roll_matrix(angle[k])
         c2w[k, :3, 3] = position[k]
+    if motion.startswith("orbit_"):
+        turn = (1 if motion == "orbit_left" else -1) * math.radians(ORBIT_DEGREES) * s
+        for k in range(num_frames):
+            R = orbit_matrix(turn[k])
+            c2w[k, :3, :3] = R
+            c2w[k, :3, 3] = R @ np.array([0.0, 0.0, -1.0])
     return c2w
 
 
