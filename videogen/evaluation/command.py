@@ -14,11 +14,24 @@ def add_cli(subparsers):
     p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
     p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V); "
                    "for --task vae also a VAE directory")
-    p.add_argument("--task", choices=["t2v", "i2v", "vae", "concept"], default="t2v",
+    p.add_argument("--task", choices=["t2v", "i2v", "vae", "concept", "camera"], default="t2v",
                    help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline); vae: the "
                         "VAE's round-trip PSNR per frame on the same ground truth; concept: how often a "
-                        "personalized word (--concept, with --lora) shows its colour in unseen scenes")
+                        "personalized word (--concept, with --lora) shows its colour in unseen scenes; camera: "
+                        "camera poses estimated from the frames of a camera-control pipeline (RotErr, TransErr, "
+                        "CamMC, direction accuracy) against rendered ground truth and the model with the camera off")
     p.add_argument("--concept", default=None, help="--task concept: the personalized word")
+    p.add_argument("--camera-motions", dest="camera_motions", type=lambda s: [v.strip() for v in s.split(",")],
+                   default=None, help="--task camera: comma-separated shapes-world camera motions (default: all 12)")
+    p.add_argument("--camera-scales", dest="camera_scales", type=lambda s: [float(v) for v in s.split(",")],
+                   default=None, help="--task camera: CMG scales to sweep (default: the model's camera_scale)")
+    p.add_argument("--camera-nulls", dest="camera_nulls", type=lambda s: s.split(","), default=None,
+                   help="--task camera: null cameras to sweep (identity, zeros, off)")
+    p.add_argument("--camera-windows", dest="camera_windows",
+                   type=lambda s: [tuple(float(x) for x in w.split(":")) for w in s.split(",")], default=None,
+                   help="--task camera: camera windows to sweep, START:STOP fractions, comma-separated")
+    p.add_argument("--no-floor", dest="floor", action="store_false",
+                   help="--task camera: skip the model with the camera off")
     p.add_argument("--concept-color", dest="concept_color", default="orange", help="--task concept: its colour")
     p.add_argument("--concept-shape", dest="concept_shape", default=None, help="--task concept: its shape")
     p.add_argument("--prompts", default="default",
@@ -60,7 +73,12 @@ def cmd_eval(args) -> int:
     from videogen.loading import apply_loras, generation_defaults, load_pipeline
 
     model = Path(args.model)
-    prompts = load_prompts(args.prompts)[: args.limit]
+    if args.task == "camera" and args.prompts in ("default", "camera"):
+        from videogen.evaluation.camera import DEFAULT_CAMERA_PROMPTS
+
+        prompts = list(DEFAULT_CAMERA_PROMPTS)[: args.limit]
+    else:
+        prompts = load_prompts(args.prompts)[: args.limit]
     if args.seeds < 1 or not prompts:
         raise ValueError("need at least one prompt and one seed")
     if args.task == "vae":
@@ -85,6 +103,18 @@ def cmd_eval(args) -> int:
         print(report)
     config = dict(model=str(model), lora=args.lora or [], prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
                   stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
+    if args.task == "camera":
+        from videogen.evaluation.camera import EVAL_MOTIONS, run_camera_eval, sweep_settings
+
+        if type(pipe).__name__ != "CameraControlPipeline":
+            raise ValueError(f"--task camera needs a camera-control pipeline; {model} holds a {type(pipe).__name__}")
+        settings = sweep_settings(args.camera_scales or [d["camera_scale"]], args.camera_nulls,
+                                  args.camera_windows or [tuple(d["camera_window"])])
+        stg = dict(stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"])
+        run_camera_eval(pipe, prompts, range(args.seeds), args.camera_motions or EVAL_MOTIONS, settings, args.height,
+                        args.width, args.num_frames, args.steps, d["guidance_scale"], d["max_sequence_length"],
+                        args.out, args.floor, args.progress, stg)
+        return 0
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
     text_too = is_i2v and pipe.config.get("image_optional", False)  # one model for both tasks
     if (args.task == "i2v") != is_i2v and not (args.task in ("t2v", "concept") and text_too):
