@@ -323,3 +323,15 @@ def test_wrong_adapter_for_the_transformer(t2v_parts):
         run(camera_pipe(t2v_parts, narrow), camera="pan-left")
     with pytest.raises(ValueError, match="num_layers \\(4\\) exceeds"):
         CameraControlNet.for_transformer(t2v_parts["transformer"], num_layers=4)
+
+
+def test_videogen_generate_runs_a_saved_adapter_pipeline(t2v_parts, tmp_path):
+    """The command line takes a camera pipeline with our adapter as it takes a Fun one (a fresh process, so the
+    component class must be found by loading alone)."""
+    from test_training import run_cli
+
+    camera_pipe(t2v_parts, trained_adapter(t2v_parts["transformer"])).save_pretrained(tmp_path / "cam")
+    proc = run_cli("generate", "a red circle", "--model", str(tmp_path / "cam"), "--camera", "zoom-out", "--height",
+                   "32", "--width", "48", "--num-frames", "9", "--steps", "2", "--out", str(tmp_path / "out.mp4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out.mp4").stat().st_size > 0
