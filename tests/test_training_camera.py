@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from test_training import run_cli, write_config
 from videogen.conditioning.camera import pack_camera, plucker_rays, relative_poses
 from videogen.training.camera import (
-    CameraTask, clip_plucker, frames_to_drop, freeze_to_first_frame, high_noise_sigmas, static_plucker,
+    CameraTask, clip_plucker, frames_to_drop, freeze_to_first_frame, high_noise_sigmas, high_noise_window,
+    static_plucker,
 )
 from videogen.training.config import load_config
 
@@ -67,6 +68,13 @@ def test_camera_task_trains_the_adapter_only_and_resumes_exactly(tmp_path, world
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = adapter_tensors(tmp_path / "resumed")
     assert [k for k in trained if not torch.equal(trained[k], resumed[k])] == []
+    # Trained on high noise only: the saved camera window covers the steps at sigma >= 0.6 (the base's 50 steps).
+    window = json.loads((final / "generation_config.json").read_text())["camera_window"]
+    from pipelines import make_scheduler
+
+    sched = make_scheduler("unipc")
+    sched.set_timesteps(50)
+    assert window == [0.0, sum(float(t) / 1000 >= 0.6 for t in sched.timesteps) / 50] and 0 < window[1] < 1
     # The trained directory generates with a camera.
     from videogen.loading import load_pipeline
 
@@ -109,6 +117,15 @@ def test_high_noise_sigmas_follow_the_truncated_normal():
     mean = mu + sd * (pdf(a) - pdf(b)) / z
     var = sd**2 * (1 + (a * pdf(a) - b * pdf(b)) / z - ((pdf(a) - pdf(b)) / z) ** 2)
     assert abs(s.mean().item() - mean) < 1e-3 and abs(s.var().item() - var) < 1e-3
+
+
+def test_high_noise_window_of_the_flow_schedule():
+    from pipelines import make_scheduler
+
+    # Flow shift 3 over 20 steps: sigma_i = 3 s / (1 + 2 s) for s = 1 - i / 20; s >= 1/3 gives sigma >= 0.6.
+    shifted = [3 * (1 - i / 20) / (1 + 2 * (1 - i / 20)) for i in range(20)]
+    assert high_noise_window(make_scheduler("unipc", flow_shift=3.0), 20, 0.6) == [
+        0.0, sum(v >= 0.6 - 1e-3 for v in shifted) / 20]
 
 
 def test_frames_to_drop_keeps_the_ends_and_the_share():

@@ -59,6 +59,15 @@ def static_plucker(metadata: Optional[dict], num_frames: int, height: int, width
     return plucker_rays(k.expand(num_frames, 4), torch.eye(4).repeat(num_frames, 1, 1), height, width)
 
 
+def high_noise_window(scheduler, num_steps: int, sigma_min: float) -> list[float]:
+    """The camera window ``[0, stop]`` (fractions of the schedule) of the steps whose noise level is at least
+    ``sigma_min`` under ``scheduler`` at ``num_steps`` steps: where an adapter trained on high noise only was
+    trained (``camera.high_noise``); outside it the pipeline does not run the adapter."""
+    scheduler.set_timesteps(num_steps)
+    sigmas = scheduler.timesteps.float() / scheduler.config.num_train_timesteps
+    return [0.0, float((sigmas >= sigma_min).sum().item()) / num_steps]
+
+
 def frames_to_drop(num_frames: int, generator: torch.Generator, low: float = 0.7, high: float = 1.0) -> list[int]:
     """Sparse camera control (CMG's ``camera_dropout``): a random ``low``-``high`` share of the middle frames
     ``1 .. F-2`` whose poses are dropped (first and last always kept), sorted."""
@@ -201,13 +210,19 @@ class CameraTask:
         return written
 
     def save_final(self, trainer, final: Path) -> Path:
-        """The camera pipeline (base components + the trained adapter in ``camera_adapter/``), with the
-        generation settings it was trained at."""
+        """The camera pipeline (base components + the trained adapter in ``camera_adapter/``), with the base's
+        generation settings updated to what it was trained at; after high-noise training, the camera window of
+        the steps it was trained on (``high_noise_window`` at the base's step count)."""
         self.pipeline(trainer).save_pretrained(final)
-        d = self.cfg["data"]
-        (final / "generation_config.json").write_text(json.dumps(dict(
-            height=d["height"], width=d["width"], num_frames=d["num_frames"],
-            max_sequence_length=d["max_sequence_length"]), indent=2) + "\n")
+        base = Path(self.cfg["model"]["pretrained"]) / "generation_config.json"
+        settings = json.loads(base.read_text()) if base.exists() else {}
+        d, c = self.cfg["data"], self.cfg["camera"]
+        settings.update(height=d["height"], width=d["width"], num_frames=d["num_frames"],
+                        max_sequence_length=d["max_sequence_length"])
+        if c["high_noise"]:
+            settings["camera_window"] = high_noise_window(trainer.parts["scheduler"], settings.get("steps", 50),
+                                                          c["high_noise_min"])
+        (final / "generation_config.json").write_text(json.dumps(settings, indent=2) + "\n")
         return final
 
 
