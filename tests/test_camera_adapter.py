@@ -335,3 +335,16 @@ def test_videogen_generate_runs_a_saved_adapter_pipeline(t2v_parts, tmp_path):
                    "32", "--width", "48", "--num-frames", "9", "--steps", "2", "--out", str(tmp_path / "out.mp4"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(t2v_parts):
+    grads = []
+    for checkpointing in (False, True):
+        adapter = trained_adapter(t2v_parts["transformer"]).train()
+        if checkpointing:
+            adapter.enable_gradient_checkpointing()
+            assert adapter.gradient_checkpointing
+        out = adapter(randn(1, 4, 3, 4, 6, seed=9), torch.tensor([400.0]), randn(1, 24, 3, 32, 48, seed=10))
+        sum(o.square().mean() for o in out).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in adapter.parameters()]))
+    assert max_abs_diff(grads[0], grads[1]) <= 1e-6 * grads[0].abs().max().item()
