@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from _oracle import max_abs_diff, perturb_parameters, randn
+from _oracle import camera_guided_loop, max_abs_diff, perturb_parameters, randn
 from _tiny import tiny_i2v_pipeline_parts, tiny_pipeline_parts
-from pipelines import CameraControlPipeline, ImageToVideoPipeline, TextToVideoPipeline, make_scheduler
+from pipelines import CameraControlPipeline, ImageToVideoPipeline, TextToVideoPipeline
 from videogen.conditioning.camera import camera_condition, camera_preset, static_camera_condition
 from videogen.conditioning.image import image_condition, load_image
 from videogen.guidance import STG, Guidance, MultiCondition
@@ -223,21 +223,8 @@ def hand_written(pipe, camera, guidance_scale, camera_scale=0.0, null="identity"
             residuals = expand_residuals([strength * r for r in adapter(x_in, t.expand(1), cam)], cfg.num_layers)
         return dit(x_in, t.expand(1), text, block_residuals=residuals).sample
 
-    scheduler = make_scheduler("unipc")
-    scheduler.set_timesteps(steps)
-    x = NOISE.clone()
-    for i, t in enumerate(scheduler.timesteps):
-        on = window[0] <= i / steps < window[1] and strength != 0
-        cam = packed if on else None
-        if camera_scale > 0 and on:
-            null_cam = nulls[null]
-            n, text_only, full = e(x, t, neg, null_cam), e(x, t, pos, null_cam), e(x, t, pos, cam)
-            pred = n + guidance_scale * (text_only - n) + camera_scale * (full - text_only)
-        else:
-            u, c = e(x, t, neg, cam), e(x, t, pos, cam)
-            pred = u + guidance_scale * (c - u)
-        x = scheduler.step(pred, t, x).prev_sample
-    return x
+    return camera_guided_loop(e, NOISE.clone(), pos, neg, packed, nulls[null], steps, guidance_scale, camera_scale,
+                              strength, window)
 
 
 CASES = {

@@ -12,9 +12,9 @@ from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 from PIL import Image
 from safetensors.torch import save_file
 
-from _oracle import max_abs_diff, perturb_parameters, randn
+from _oracle import camera_guided_loop, max_abs_diff, perturb_parameters, randn
 from _tiny import tiny_i2v_pipeline_parts, tiny_image_encoder, tiny_pipeline_parts
-from pipelines import CameraControlPipeline, make_scheduler
+from pipelines import CameraControlPipeline
 from videogen.conditioning.camera import (
     camera_condition, camera_preset, static_camera_condition, write_camera_preset, write_pose_file,
 )
@@ -88,21 +88,8 @@ def hand_written(pipe, image, camera, guidance_scale, camera_scale=0.0, null="id
         scale = None if cam is None else strength
         return dit(torch.cat([x, image_latents], 1), t.expand(1), text, clip, camera=cam, camera_scale=scale).sample
 
-    scheduler = make_scheduler("unipc")
-    scheduler.set_timesteps(steps)
-    x = NOISE.clone()
-    for i, t in enumerate(scheduler.timesteps):
-        on = window[0] <= i / steps < window[1] and strength != 0
-        cam = packed if on else None
-        if camera_scale > 0 and on:
-            null_cam = nulls[null]
-            n, text_only, full = e(x, t, neg, null_cam), e(x, t, pos, null_cam), e(x, t, pos, cam)
-            pred = n + guidance_scale * (text_only - n) + camera_scale * (full - text_only)
-        else:
-            u, c = e(x, t, neg, cam), e(x, t, pos, cam)
-            pred = u + guidance_scale * (c - u)
-        x = scheduler.step(pred, t, x).prev_sample
-    return x
+    return camera_guided_loop(e, NOISE.clone(), pos, neg, packed, nulls[null], steps, guidance_scale, camera_scale,
+                              strength, window)
 
 
 CASES = {
