@@ -20,6 +20,10 @@ def tracked_files() -> list[Path]:
     return [ROOT / line for line in out.stdout.splitlines()]
 
 
+# Spelled in pieces, so that this file does not match them itself.
+OUTSIDE = tuple(a + b for a, b in (("../", "shared"), ("shared/", "DESIGN"), ("shared/", "notes"), ("/wo", "rk/")))
+
+
 def test_no_file_refers_to_paths_outside_the_repository():
     text_suffixes = {".py", ".md", ".yaml", ".yml", ".cfg", ".toml", ".txt", ".json", ""}
     offenders = []
@@ -27,8 +31,8 @@ def test_no_file_refers_to_paths_outside_the_repository():
         if path.suffix not in text_suffixes or not path.is_file() or path.stat().st_size > 2_000_000:
             continue
         text = path.read_text(errors="ignore")
-        for needle in ("../shared", "shared/DESIGN", "shared/notes", "/work/"):
-            if needle in text and path.name != Path(__file__).name:
+        for needle in OUTSIDE:
+            if needle in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {needle}")
     assert not offenders, offenders
 

@@ -165,7 +165,7 @@ class Trainer:
         if t["gradient_checkpointing"]:
             (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
-        self._trained = trained
+        self._trained_params = params
         self.num_trainable = sum(p.numel() for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=t["learning_rate"], betas=tuple(t["adam_betas"]),
                                            weight_decay=t["weight_decay"])
@@ -314,8 +314,7 @@ class Trainer:
     def trained_parameters(self) -> list:
         """The parameters the optimizer and the EMA hold, in their order: the model's, then the text encoder's when
         it trains too (the EMA averages both, and both are swapped in for validation and the final save)."""
-        acc = self.accelerator
-        return [p for m in self._trained for p in acc.unwrap_model(m).parameters() if p.requires_grad]
+        return self._trained_params
 
     def save_checkpoint(self) -> Path:
         """Write the full training state to ``checkpoints/step-N`` atomically (temp dir, then rename), keep the
