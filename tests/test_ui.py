@@ -298,8 +298,19 @@ def test_client_bad_inputs_then_the_server_still_serves(client, models):
 
 
 def test_client_queue_runs_requests_in_order_and_settings_load_back(client, served, models):
-    jobs = [client.submit(*[settings(models, seed=s)[k] for k in ui.CONTROLS], api_name="/generate")
-            for s in (11, 12)]
+    from gradio_client.utils import Status
+
+    def submit(seed):
+        return client.submit(*[settings(models, seed=seed)[k] for k in ui.CONTROLS], api_name="/generate")
+
+    # The client sends each submission from its own thread, so two back-to-back submits may reach the server in
+    # either order; the second is sent once the server has queued the first (the queue's order is what is tested).
+    first = submit(11)
+    deadline = time.time() + 60
+    while first.status().code in (Status.STARTING, Status.JOINING_QUEUE) and not first.done():
+        assert time.time() < deadline, "the server never queued the first request"
+        time.sleep(0.02)
+    jobs = [first, submit(12)]
     results = [job.result(timeout=120) for job in jobs]
     assert all("done" in r[0] for r in results)
     seeds = [json.loads(open(sidecar).read())["settings"]["seed"] for _, _, sidecar in served[1].gallery[-2:]]
