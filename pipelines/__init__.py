@@ -4,8 +4,9 @@ from pipelines.base import Conditions, VideoDiffusionPipeline, VideoPipelineOutp
 from pipelines.camera_control import CameraControlPipeline
 from pipelines.image_to_video import ImageToVideoPipeline
 from pipelines.text_to_video import TextToVideoPipeline, make_scheduler
+from pipelines.trajectory_control import TrajectoryControlPipeline
 
 __all__ = [
-    "CameraControlPipeline", "Conditions", "ImageToVideoPipeline", "TextToVideoPipeline", "VideoDiffusionPipeline",
-    "VideoPipelineOutput", "make_scheduler",
+    "CameraControlPipeline", "Conditions", "ImageToVideoPipeline", "TextToVideoPipeline", "TrajectoryControlPipeline",
+    "VideoDiffusionPipeline", "VideoPipelineOutput", "make_scheduler",
 ]

@@ -56,6 +56,13 @@ def as_guidance(guidance: Union[Guidance, Guider, None], guidance_scale: float) 
     raise ValueError(f"guidance must be a videogen.guidance.Guidance or Guider; got {type(guidance).__name__}")
 
 
+def cat_entries(values: Sequence) -> Any:
+    """One per-block entry for the stacked batch: tensors by ``cat``; objects with a ``cat`` classmethod (the
+    trajectory adapter's modulations) by it."""
+    first = values[0]
+    return torch.cat(values) if isinstance(first, torch.Tensor) else type(first).cat(values)
+
+
 def stack_inputs(parts: Sequence[dict]) -> dict:
     """Concatenate per-pass model inputs along the batch: tensors by ``cat``, per-block lists element-wise."""
     out = {}
@@ -66,7 +73,7 @@ def stack_inputs(parts: Sequence[dict]) -> dict:
         elif isinstance(values[0], torch.Tensor):
             out[key] = torch.cat(values)
         elif isinstance(values[0], (list, tuple)):
-            out[key] = [None if v[0] is None else torch.cat(v) for v in zip(*values)]
+            out[key] = [None if v[0] is None else cat_entries(v) for v in zip(*values)]
         else:
             out[key] = values[0]
     return out

@@ -19,6 +19,7 @@ from videogen.loading import (
 
 CAMERA_FLAGS = {"camera_scale": "--camera-scale", "camera_null": "--camera-null", "camera_strength": "--camera-strength",
                 "camera_window": "--camera-window", "camera_speed": "--camera-speed"}
+TRAJECTORY_FLAGS = {"trajectory_scale": "--trajectory-scale", "trajectory_strength": "--trajectory-strength"}
 
 COMPONENT_CLASSES = {
     "transformer": ("WanTransformer3DModel", "VideoDiT", "WanModel"),
@@ -115,13 +116,16 @@ def cmd_generate(args) -> int:
     camera_only = [flag for key, flag in CAMERA_FLAGS.items() if getattr(args, key) is not None]
     if camera_only and args.camera is None:
         raise ValueError(f"{', '.join(camera_only)} need --camera PRESET|POSE_FILE")
+    trajectory_only = [flag for key, flag in TRAJECTORY_FLAGS.items() if getattr(args, key) is not None]
+    if trajectory_only and args.trajectory is None:
+        raise ValueError(f"{', '.join(trajectory_only)} need --trajectory FILE|'x,y x,y'")
     # With no --model, the embedded default that takes every condition given (a first frame: the I2V default);
     # image and camera arguments are checked, and the files read, before any model is loaded.
     model = resolve_model(args.model, image=args.image is not None, last_image=args.last_image is not None,
-                          camera=args.camera is not None)
+                          camera=args.camera is not None, trajectory=args.trajectory is not None)
     d = generation_defaults(model, vars(args))
     kwargs = generation_arguments(model, args.prompt, d, image=args.image, last_image=args.last_image,
-                                  camera=args.camera, seed=args.seed)
+                                  camera=args.camera, trajectory=args.trajectory, seed=args.seed)
     pipe = load_pipeline(model, args.device, args.dtype)
     for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
         print(report, file=sys.stderr)
@@ -204,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="START,STOP fractions of the schedule in which the camera is on (default 0,1; e.g. 0,0.4: "
                           "the high-noise steps only)")
     gen.add_argument("--camera-speed", dest="camera_speed", type=float, help="scales a preset's motion (default 1)")
+    gen.add_argument("--trajectory", help="tracks for trajectory-control models: a track file (.json ours, .pth ATI, "
+                     ".npy Wan-Move, .txt Tora) or one object inline, 'x0,y0 x1,y1 ...' in output pixels (a path "
+                     "at constant speed over the clip); track i moves the i-th object the prompt names")
+    gen.add_argument("--trajectory-scale", dest="trajectory_scale", type=float,
+                     help="trajectory guidance scale (0, the default: none; the trajectory is in every pass)")
+    gen.add_argument("--trajectory-strength", dest="trajectory_strength", type=float,
+                     help="multiplies the trajectory adapter's fuser terms (default 1; 0: off)")
     gen.add_argument("--num-frames", dest="num_frames", type=int, help="1 + 4k frames")
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)

@@ -12,15 +12,17 @@ from typing import Optional
 
 # Embedded default models, by the conditioning they take (a name under the checkpoints directory; None: no
 # embedded model takes it yet).
-DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-i2v", "camera": None}
+DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-i2v", "camera": None, "trajectory": None}
 
 GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
                            stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
                            max_sequence_length=512, camera_scale=0.0, camera_null="identity", camera_strength=1.0,
-                           camera_window=[0.0, 1.0], camera_speed=1.0)
+                           camera_window=[0.0, 1.0], camera_speed=1.0, trajectory_scale=0.0,
+                           trajectory_strength=1.0)
 
 IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
 CAMERA_CONTROL_CLASSES = ("CameraControlPipeline",)
+TRAJECTORY_CONTROL_CLASSES = ("TrajectoryControlPipeline",)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -42,11 +44,17 @@ def checkpoints_dir() -> Path:
 
 def default_model(conditioning: str = "text") -> Path:
     """The embedded default pipeline directory for a kind of conditioning: ``text`` (text-to-video), ``image``
-    (image-to-video) or ``camera`` (camera control; none is embedded yet, which is a ``ValueError`` saying so)."""
+    (image-to-video), ``camera`` or ``trajectory`` (a kind with no embedded model is a ``ValueError`` saying so)."""
     if conditioning not in DEFAULT_MODELS:
         raise ValueError(f"no embedded default takes {conditioning!r} conditioning; "
                          f"there are defaults for: {', '.join(k for k, v in DEFAULT_MODELS.items() if v)}")
     if DEFAULT_MODELS[conditioning] is None:
+        if conditioning == "trajectory":
+            raise ValueError(
+                "there is no embedded trajectory-control model yet; pass --model DIR with a TrajectoryControlPipeline "
+                "directory (one trained by `videogen train` with task: trajectory, or ATI / Wan-Move weights loaded "
+                "with TrajectoryControlPipeline.from_wan(WAN_I2V_DIR, 'ati').save_pretrained(DIR))"
+            )
         raise ValueError(
             f"there is no embedded {conditioning}-control model yet; pass --model DIR with a CameraControlPipeline "
             "directory, e.g. one written by CameraControlPipeline.from_wan(WAN_I2V_DIR, transformer=FUN_CAMERA_DIT)"
@@ -55,11 +63,15 @@ def default_model(conditioning: str = "text") -> Path:
     return checkpoints_dir() / DEFAULT_MODELS[conditioning]
 
 
-def default_model_for(image: bool = False, camera: bool = False) -> Path:
+def default_model_for(image: bool = False, camera: bool = False, trajectory: bool = False) -> Path:
     """The embedded default that supports every conditioning asked for (``image``: a first frame; ``camera``: a
-    camera path, which only a camera-control model takes)."""
+    camera path, which only a camera-control model takes; ``trajectory``: tracks, for a trajectory model)."""
+    if camera and trajectory:
+        raise ValueError("a camera and a trajectory together: no model takes both; pass one")
     if camera:
         return default_model("camera")
+    if trajectory:
+        return default_model("trajectory")
     return default_model("image" if image else "text")
 
 
@@ -81,6 +93,11 @@ def is_camera_control(model: Path) -> bool:
     return pipeline_class_name(model) in CAMERA_CONTROL_CLASSES
 
 
+def is_trajectory_control(model: Path) -> bool:
+    """Whether the pipeline directory holds a trajectory-control pipeline (``TrajectoryControlPipeline``)."""
+    return pipeline_class_name(model) in TRAJECTORY_CONTROL_CLASSES
+
+
 def generates_from_text(model: Path) -> bool:
     """Whether the pipeline directory generates from a prompt alone: a text-to-video pipeline, or an image-to-video
     one trained with the image dropped (``image_optional`` in its model_index.json)."""
@@ -90,8 +107,9 @@ def generates_from_text(model: Path) -> bool:
 
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
-    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline`` or ``CameraControlPipeline``, else
-    our ``TextToVideoPipeline``.
+    ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, ``CameraControlPipeline`` or
+    ``TrajectoryControlPipeline`` (an adapter-only directory, ``base.json``, over its base), else our
+    ``TextToVideoPipeline``.
     Files are checked first (``videogen.integrity.verify_checkpoint``): a corrupted one is an error naming it.
     ``dtype``: the compute dtype of the text encoder and the DiT (the VAE stays fp32; norms and modulation too)."""
     import torch
@@ -103,8 +121,20 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     model = Path(model)
     name = pipeline_class_name(model)
     verify_checkpoint(model)
+    if name in TRAJECTORY_CONTROL_CLASSES and (model / "base.json").exists():
+        from pipelines.trajectory_control import TrajectoryControlPipeline
+
+        # An adapter-only directory: its base loaded as any other model (same device and dtype), then the adapter.
+        pipe = TrajectoryControlPipeline.from_adapter_dir(model, load_base=lambda p: load_pipeline(p, device, dtype))
+        if dtype != "float32":
+            from videogen.convert.wan import cast_keeping_fp32
+
+            cast_keeping_fp32(pipe.trajectory_adapter, getattr(torch, dtype))
+        return pipe.to(device)
     if name in IMAGE_TO_VIDEO_CLASSES:
         from pipelines.image_to_video import ImageToVideoPipeline as cls
+    elif name in TRAJECTORY_CONTROL_CLASSES:
+        from pipelines.trajectory_control import TrajectoryControlPipeline as cls
     elif name in CAMERA_CONTROL_CLASSES:
         from pipelines.camera_control import CameraControlPipeline as cls
     else:
@@ -118,8 +148,9 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
             from videogen.convert.wan import cast_keeping_fp32
 
             cast_keeping_fp32(pipe.transformer, torch_dtype)
-            if getattr(pipe, "camera_adapter", None) is not None:
-                cast_keeping_fp32(pipe.camera_adapter, torch_dtype)
+            for adapter in ("camera_adapter", "trajectory_adapter"):
+                if getattr(pipe, adapter, None) is not None:
+                    cast_keeping_fp32(getattr(pipe, adapter), torch_dtype)
             pipe.text_encoder.to(torch_dtype)
     return pipe.to(device)
 
@@ -155,6 +186,27 @@ def camera_arguments(settings: dict, camera, model: Optional[Path] = None) -> di
         camera_window=window,
         guidance=camera_guidance(settings["guidance_scale"], settings["camera_scale"], settings["stg_scale"],
                                  settings["stg_blocks"], settings["stg_mode"], window),
+    )
+
+
+def trajectory_arguments(settings: dict, trajectory) -> dict:
+    """The ``TrajectoryControlPipeline`` arguments that generation settings name: the tracks read now (a file or
+    the inline ``"x,y x,y"`` form, for the settings' size and frame count, so a bad file fails before any model
+    loads), the strength and the guidance (CFG, or trajectory guidance at ``trajectory_scale > 0``, then STG)."""
+    from videogen.conditioning.trajectory import tracks_from
+    from videogen.guidance import camera_guidance
+    from videogen.validation import check_num_frames
+
+    check_num_frames(settings["num_frames"])
+    if trajectory is None and settings["trajectory_scale"] > 0:
+        raise ValueError("trajectory guidance (trajectory_scale > 0) needs a trajectory")
+    tracks = None
+    if trajectory is not None:
+        tracks = tracks_from(trajectory, settings["num_frames"], settings["height"], settings["width"])
+    return dict(
+        trajectory=tracks, trajectory_strength=settings["trajectory_strength"],
+        guidance=camera_guidance(settings["guidance_scale"], settings["trajectory_scale"] if tracks else 0.0,
+                                 settings["stg_scale"], settings["stg_blocks"], settings["stg_mode"]),
     )
 
 
@@ -197,22 +249,32 @@ def apply_loras(pipe, specs, strict: bool = True) -> list:
     return reports
 
 
-def resolve_model(model=None, *, image: bool = False, last_image: bool = False, camera: bool = False) -> Path:
+def resolve_model(model=None, *, image: bool = False, last_image: bool = False, camera: bool = False,
+                  trajectory: bool = False) -> Path:
     """The pipeline directory for a generation with the conditions named (``image``: a first frame; ``last_image``:
     a last frame; ``camera``: a camera path), checked against its class before anything heavy runs.
 
     ``model`` None: the embedded default that takes them (``default_model_for``). Each mismatch is a ``ValueError``
     that says what to pass: a camera for a model that is not a camera-control one, an image for a text-to-video
     model, no image for an image-to-video model that needs one, a last frame without a first or for a camera
-    model. The CLI's ``generate`` and the web UI both call it."""
+    model, a trajectory for a model with no trajectory adapter. The CLI's ``generate`` and the web UI both call it."""
     if last_image and not image:
         raise ValueError("--last-image needs --image (the first frame) too")
-    model = Path(model) if model else default_model_for(image=image, camera=camera)
+    model = Path(model) if model else default_model_for(image=image, camera=camera, trajectory=trajectory)
     class_name = pipeline_class_name(model)
     image_to_video = class_name in IMAGE_TO_VIDEO_CLASSES
     camera_control = class_name in CAMERA_CONTROL_CLASSES
+    trajectory_control = class_name in TRAJECTORY_CONTROL_CLASSES
     if camera and not camera_control:
         raise ValueError(f"--camera needs a camera-control model (CameraControlPipeline); {model} is a {class_name}")
+    if trajectory and not trajectory_control:
+        raise ValueError(f"--trajectory needs a trajectory-control model (TrajectoryControlPipeline: a trajectory "
+                         f"adapter, or ATI / Wan-Move weights); {model} is a {class_name}, which has no trajectory "
+                         "adapter")
+    if trajectory_control:
+        if last_image:
+            raise ValueError("--last-image: trajectory-control models take a start image (--image) only")
+        return model
     if image and not (image_to_video or camera_control):
         raise ValueError(f"--image needs an image-to-video model; {model} is a text-to-video pipeline ({class_name})")
     if not image and image_to_video and not generates_from_text(model):
@@ -223,7 +285,7 @@ def resolve_model(model=None, *, image: bool = False, last_image: bool = False, 
 
 
 def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None, last_image=None, camera=None,
-                         seed: int = 0) -> dict:
+                         trajectory=None, seed: int = 0) -> dict:
     """The pipeline call's keyword arguments for one generation: the images read (``conditioning.image.load_image``:
     a path, PIL image, array or tensor), the camera read (``camera_arguments``, for a camera-control ``model``)
     or else the guidance (``guidance.cfg_stg``), and the settings (``generation_defaults``) under the pipelines'
@@ -241,6 +303,8 @@ def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None
             conditions["last_image"] = load_image(last_image)
     if is_camera_control(model):
         conditions.update(camera_arguments(settings, camera, model))
+    elif is_trajectory_control(model):
+        conditions.update(trajectory_arguments(settings, trajectory))
     else:
         conditions["guidance"] = cfg_stg(settings["guidance_scale"], settings["stg_scale"], settings["stg_blocks"],
                                          settings["stg_mode"])

@@ -338,6 +338,34 @@ def read_tracks(path, num_frames: int, height: int, width: int, *, source_size=N
     return check_tracks(tracks, visible, height, width)
 
 
+def tracks_from(trajectory, num_frames: int, height: int, width: int, visible=None):
+    """``(tracks [N, num_frames, 2], visible [N, num_frames])`` in output pixels from any form a user passes:
+
+    a track file path (``read_tracks``: ours, ATI, Wan-Move, Tora), the inline form ``"x0,y0 x1,y1 ..."`` of one
+    track (``parse_inline_track``), a ``{"tracks", "visible"}`` dict, a ``(tracks, visible)`` pair, or an
+    array-like ``[N, F, 2]`` (``visible`` then optional). Tracks of another length than ``num_frames`` are resampled
+    over the clip (``resample_track``); points outside the frame are clipped with one warning; wrong shapes and
+    NaN raise ``ValueError`` (``check_tracks``)."""
+    if isinstance(trajectory, (str, os.PathLike)):
+        text = os.fspath(trajectory)
+        if Path(text).suffix.lower() in (".json", ".pth", ".pt", ".npy", ".txt") or Path(text).is_file():
+            return read_tracks(text, num_frames, height, width)
+        return parse_inline_track(text, num_frames, height, width)
+    if isinstance(trajectory, dict):
+        if "tracks" not in trajectory:
+            raise ValueError(f"a trajectory dict needs 'tracks' (and optionally 'visible'); got keys "
+                             f"{sorted(trajectory)}")
+        trajectory, visible = trajectory["tracks"], trajectory.get("visible")
+    elif isinstance(trajectory, tuple) and len(trajectory) == 2 and visible is None:
+        trajectory, visible = trajectory
+    tracks, visible = check_tracks(trajectory, visible)
+    if tracks.shape[1] != num_frames:
+        vis = visible.cpu().numpy()
+        visible = torch.from_numpy(np.stack([_resample_visible(v, num_frames) for v in vis]))
+        tracks = torch.stack([resample_track(t.cpu().numpy(), num_frames) for t in tracks])
+    return check_tracks(tracks, visible, height, width)
+
+
 def write_tracks(path, tracks, visible=None) -> None:
     """Write ``tracks [N, F, 2]`` (and ``visible [N, F]``) as our JSON track file, which ``read_tracks`` reads."""
     tracks, visible = check_tracks(tracks, visible)

@@ -185,7 +185,9 @@ class DiTBlock(nn.Module):
         normalised self-attention input; ``values_only [B]`` switches self-attention to STG-A."""
         shift, scale, gate, c_shift, c_scale, c_gate = (self.modulation.unsqueeze(0) + e.float()).unbind(2)
         h = modulate(layer_norm(x, self.eps), shift, scale)
-        if input_modulation is not None:
+        if callable(input_modulation):  # an adapter's own function of h (the trajectory adapter's fuser)
+            h = input_modulation(h)
+        elif input_modulation is not None:
             h = modulate(h, input_modulation[1], input_modulation[0])
         x = torch.addcmul(x.float(), self.self_attn(h.type_as(x), rope, values_only), gate).type_as(x)
         x = x + self.cross_attn(self.norm_cross(x.float()).type_as(x), context, context_img)
