@@ -15,6 +15,7 @@ from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from videogen.models.attention import attention, check_attention_backend
 from videogen.validation import check_multiple
 
 # ----------------------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.backend: Optional[str] = None  # diffusers attention-dispatcher backend; None: PyTorch's SDPA
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         """``[B, L, D] -> [B, L, heads, D/heads]``."""
@@ -128,12 +130,12 @@ class SelfAttention(Attention):
         k = apply_rope(self.split_heads(self.norm_k(self.k(x))), *rope).transpose(1, 2)
         v = self.split_heads(self.v(x)).transpose(1, 2)
         if values_only is None:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = attention(q, k, v, self.backend)
         else:  # identity attention map for the flagged samples: their output is V, no attention computed
             out = v.clone()
             keep = (~values_only).nonzero().flatten()
             if keep.numel():
-                out[keep] = F.scaled_dot_product_attention(q[keep], k[keep], v[keep])
+                out[keep] = attention(q[keep], k[keep], v[keep], self.backend)
         return self.merge_heads(out, x)
 
 
@@ -151,10 +153,10 @@ class CrossAttention(Attention):
         """``x [B, N, D]`` attends to ``context [B, L, D]`` (and ``context_img [B, L_img, D]`` when given)."""
         heads = lambda t: self.split_heads(t).transpose(1, 2)  # noqa: E731
         q = heads(self.norm_q(self.q(x)))
-        out = F.scaled_dot_product_attention(q, heads(self.norm_k(self.k(context))), heads(self.v(context)))
+        out = attention(q, heads(self.norm_k(self.k(context))), heads(self.v(context)), self.backend)
         if context_img is not None:
             k_img = heads(self.norm_k_img(self.k_img(context_img)))
-            out = out + F.scaled_dot_product_attention(q, k_img, heads(self.v_img(context_img)))
+            out = out + attention(q, k_img, heads(self.v_img(context_img)), self.backend)
         return self.merge_heads(out, x)
 
 
@@ -262,6 +264,21 @@ class Head(nn.Module):
         """``temb [B, 1|N, D]`` is the (pre-projection) time embedding."""
         shift, scale = (self.modulation.unsqueeze(0) + temb.unsqueeze(2)).unbind(2)
         return self.head(modulate(layer_norm(x, self.eps), shift, scale).type_as(x))
+
+
+@dataclass
+class DiTState:
+    """What ``VideoDiT.embed`` computes once per forward and the blocks and head read: the patch tokens ``x``
+    ``[B, N, D]``, the time embedding ``temb`` ``[B, 1|N, D]`` and its projection ``e`` ``[B, 1|N, 6, D]``, the
+    text (and image) tokens, the RoPE tables and the token grid ``(f, h, w)``."""
+
+    x: torch.Tensor
+    temb: torch.Tensor
+    e: torch.Tensor
+    context: torch.Tensor
+    context_img: Optional[torch.Tensor]
+    rope: tuple[torch.Tensor, torch.Tensor]
+    grid: tuple[int, int, int]
 
 
 @dataclass
@@ -447,6 +464,112 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         out[on] = x[on] + features
         return out
 
+    def set_attention_backend(self, backend: Optional[str]) -> None:
+        """Run every attention of this model through ``backend`` (a diffusers attention-dispatcher name: ``native``,
+        ``flash``, ``sage``, ...; None or ``sdpa``: PyTorch's SDPA, the default). A backend that is unknown or not
+        installed is a ``ValueError`` (``videogen.models.attention.check_attention_backend``)."""
+        backend = check_attention_backend(backend)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = backend
+
+    def time_embeddings(self, timestep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(temb [B, 1|N, D], e [B, 1|N, 6, D])`` for timesteps ``[B]`` or ``[B, N]``: the time embedding the
+        head reads and its projection the blocks read (TeaCache's modulated inputs ``e`` and ``e0``)."""
+        t = timestep if timestep.ndim == 2 else timestep[:, None]
+        freq = timestep_embedding(t, self.config.freq_dim).to(self.time_embedding[0].weight.dtype)
+        temb = self.time_embedding(freq).type_as(self.patch_embedding.weight)
+        return temb, self.time_projection(temb).unflatten(-1, (6, -1))
+
+    def embed(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: Optional[torch.Tensor] = None,
+        camera: Optional[torch.Tensor] = None,
+        camera_scale: Optional[Union[float, torch.Tensor]] = None,
+    ) -> "DiTState":
+        """The part of ``forward`` before the blocks: inputs checked, patch tokens (with the camera adapter's
+        features), RoPE tables, time embedding and projection, text and image tokens (arguments as ``forward``)."""
+        if hidden_states.ndim != 5:
+            raise ValueError(f"hidden_states must be 5-D [B, C, F, H, W]; got shape {tuple(hidden_states.shape)}")
+        b, _, f, h, w = hidden_states.shape
+        pt, ph, pw = self.config.patch_size
+        grid = (f // pt, h // ph, w // pw)
+        num_tokens = math.prod(grid)
+        timestep = torch.as_tensor(timestep, device=hidden_states.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, num_tokens)
+        self._check_camera(camera, camera_scale, hidden_states)
+        # Float inputs of another precision are cast to the weights' (e.g. fp32 latents into a bf16 model).
+        dtype = self.patch_embedding.weight.dtype
+        hidden_states, encoder_hidden_states = hidden_states.to(dtype), encoder_hidden_states.to(dtype)
+        if encoder_hidden_states_image is not None:
+            encoder_hidden_states_image = encoder_hidden_states_image.to(dtype)
+
+        x = self.patch_embedding(hidden_states)  # [B, D, f, h, w]
+        if camera is not None:  # Fun-Control-Camera: the adapter's features join the patch features
+            x = self.add_camera(x, camera, camera_scale)
+        # [B, D, f, h, w] -> [B, f*h*w, D]; contiguous, or every residual add below runs on strided memory.
+        x = x.flatten(2).transpose(1, 2).contiguous()
+        rope = self._rope(grid, x.device)
+        # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
+        temb, e = self.time_embeddings(timestep)
+        context = self.text_embedding(encoder_hidden_states)
+        context_img = self.img_emb(encoder_hidden_states_image) if encoder_hidden_states_image is not None else None
+        return DiTState(x, temb, e, context, context_img, rope, grid)
+
+    def run_blocks(
+        self,
+        state: "DiTState",
+        x: torch.Tensor,
+        start: int = 0,
+        stop: Optional[int] = None,
+        skip_blocks: Optional[torch.Tensor] = None,
+        skip_self_attention: Optional[torch.Tensor] = None,
+        block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None,
+        block_modulations: Optional[Sequence[Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+    ) -> torch.Tensor:
+        """Blocks ``start .. stop - 1`` (default: all) on tokens ``x [B, N, D]`` with ``state``'s conditions; the
+        per-block arguments as ``forward`` (indexed by absolute block number, one entry per block)."""
+        n = len(self.blocks)
+        stop = n if stop is None else stop
+        for name, per_block in (("block_residuals", block_residuals), ("block_modulations", block_modulations)):
+            if per_block is not None and len(per_block) != n:
+                raise ValueError(f"{name} must have one entry per block ({n}); got {len(per_block)}")
+        # Which blocks have any perturbed sample: read once (one host sync), not per block.
+        attn_used = skip_self_attention.any(0).tolist() if skip_self_attention is not None else [False] * n
+        skip_used = skip_blocks.any(0).tolist() if skip_blocks is not None else [False] * n
+        context, context_img, e, rope = state.context, state.context_img, state.e, state.rope
+        for i in range(start, stop):
+            block = self.blocks[i]
+            values_only = skip_self_attention[:, i] if attn_used[i] else None
+            skip = skip_blocks[:, i] if skip_used[i] else None
+            modulation = block_modulations[i] if block_modulations is not None else None
+            if skip is not None and bool(skip.all()):
+                out = x  # every sample skips this block: no need to run it
+            elif torch.is_grad_enabled() and self.gradient_checkpointing:
+                out = self._gradient_checkpointing_func(block, x, context, context_img, e, rope, values_only, modulation)
+            else:
+                out = block(x, context, context_img, e, rope, values_only, modulation)
+            if skip is not None:
+                out = torch.where(skip[:, None, None], x, out)
+            if block_residuals is not None and block_residuals[i] is not None:
+                out = out + block_residuals[i]
+            x = out
+        return x
+
+    def finish(self, state: "DiTState", x: torch.Tensor) -> torch.Tensor:
+        """The part of ``forward`` after the blocks: the modulated head and unpatchify, tokens ``x [B, N, D]`` ->
+        the prediction ``[B, C, F, H, W]``."""
+        pt, ph, pw = self.config.patch_size
+        x = self.head(x, state.temb)
+        # Unpatchify: [B, f*h*w, pt*ph*pw*C] -> [B, C, f*pt, h*ph, w*pw]
+        x = x.reshape(x.shape[0], *state.grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -461,7 +584,7 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         camera_scale: Optional[Union[float, torch.Tensor]] = None,
         return_dict: bool = True,
     ):
-        """Predict the flow (velocity) for noisy latents.
+        """Predict the flow (velocity) for noisy latents: ``embed``, ``run_blocks``, ``finish``.
 
         Args:
             hidden_states: ``[B, C_in, F, H, W]`` latents (I2V: noise ‖ mask ‖ image latents on channels).
@@ -480,63 +603,12 @@ class VideoDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         With every optional argument left out the computation is exactly Wan's.
         """
-        if hidden_states.ndim != 5:
-            raise ValueError(f"hidden_states must be 5-D [B, C, F, H, W]; got shape {tuple(hidden_states.shape)}")
-        b, _, f, h, w = hidden_states.shape
-        pt, ph, pw = self.config.patch_size
-        grid = (f // pt, h // ph, w // pw)
-        num_tokens = math.prod(grid)
-        timestep = torch.as_tensor(timestep, device=hidden_states.device)
-        if timestep.ndim == 0:
-            timestep = timestep.expand(b)
-        self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, num_tokens)
-        self._check_camera(camera, camera_scale, hidden_states)
-        # Float inputs of another precision are cast to the weights' (e.g. fp32 latents into a bf16 model).
-        dtype = self.patch_embedding.weight.dtype
-        hidden_states, encoder_hidden_states = hidden_states.to(dtype), encoder_hidden_states.to(dtype)
-        if encoder_hidden_states_image is not None:
-            encoder_hidden_states_image = encoder_hidden_states_image.to(dtype)
         for name, per_block in (("block_residuals", block_residuals), ("block_modulations", block_modulations)):
             if per_block is not None and len(per_block) != len(self.blocks):
                 raise ValueError(f"{name} must have one entry per block ({len(self.blocks)}); got {len(per_block)}")
-
-        x = self.patch_embedding(hidden_states)  # [B, D, f, h, w]
-        if camera is not None:  # Fun-Control-Camera: the adapter's features join the patch features
-            x = self.add_camera(x, camera, camera_scale)
-        # [B, D, f, h, w] -> [B, f*h*w, D]; contiguous, or every residual add below runs on strided memory.
-        x = x.flatten(2).transpose(1, 2).contiguous()
-        rope = self._rope(grid, x.device)
-
-        # Time: [B] -> [B, 1, D]; per token [B, N] -> [B, N, D]. Projection -> [B, 1|N, 6, D].
-        t = timestep if timestep.ndim == 2 else timestep[:, None]
-        freq = timestep_embedding(t, self.config.freq_dim).to(self.time_embedding[0].weight.dtype)
-        temb = self.time_embedding(freq).type_as(encoder_hidden_states)
-        e = self.time_projection(temb).unflatten(-1, (6, -1))
-
-        context = self.text_embedding(encoder_hidden_states)
-        context_img = self.img_emb(encoder_hidden_states_image) if encoder_hidden_states_image is not None else None
-
-        # Which blocks have any perturbed sample: read once (one host sync), not per block.
-        attn_used = skip_self_attention.any(0).tolist() if skip_self_attention is not None else [False] * len(self.blocks)
-        skip_used = skip_blocks.any(0).tolist() if skip_blocks is not None else [False] * len(self.blocks)
-        for i, block in enumerate(self.blocks):
-            values_only = skip_self_attention[:, i] if attn_used[i] else None
-            skip = skip_blocks[:, i] if skip_used[i] else None
-            modulation = block_modulations[i] if block_modulations is not None else None
-            if skip is not None and bool(skip.all()):
-                out = x  # every sample skips this block: no need to run it
-            elif torch.is_grad_enabled() and self.gradient_checkpointing:
-                out = self._gradient_checkpointing_func(block, x, context, context_img, e, rope, values_only, modulation)
-            else:
-                out = block(x, context, context_img, e, rope, values_only, modulation)
-            if skip is not None:
-                out = torch.where(skip[:, None, None], x, out)
-            if block_residuals is not None and block_residuals[i] is not None:
-                out = out + block_residuals[i]
-            x = out
-
-        x = self.head(x, temb)
-        # Unpatchify: [B, f*h*w, pt*ph*pw*C] -> [B, C, f*pt, h*ph, w*pw]
-        x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        state = self.embed(hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, camera,
+                           camera_scale)
+        x = self.run_blocks(state, state.x, skip_blocks=skip_blocks, skip_self_attention=skip_self_attention,
+                            block_residuals=block_residuals, block_modulations=block_modulations)
+        out = self.finish(state, x)
         return VideoDiTOutput(sample=out) if return_dict else (out,)
