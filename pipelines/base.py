@@ -6,6 +6,7 @@ prepare conditions: they extend ``pass_inputs`` to say what the DiT gets for one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pipelines.lora import LoraLoaderMixin
 from videogen.conditioning.text import encode_prompts
 from videogen.guidance import CFG, Guidance, Guider, Pass
 from videogen.models.transformer import block_mask
+from videogen.step_cache import StepCache, as_step_cache, read_calibration
 from videogen.validation import check_multiple, check_num_frames
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -31,9 +33,11 @@ OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 @dataclass
 class VideoPipelineOutput(BaseOutput):
-    """``frames``: np ``[B, F, H, W, C]`` in [0, 1], pt ``[B, F, C, H, W]``, a list of PIL lists, or 5-D latents."""
+    """``frames``: np ``[B, F, H, W, C]`` in [0, 1], pt ``[B, F, C, H, W]``, a list of PIL lists, or 5-D latents;
+    ``step_cache``: with a step cache, its report (policy, threshold, ``computed_steps``, ``num_computed``)."""
 
     frames: Union[np.ndarray, torch.Tensor, list]
+    step_cache: Optional[dict] = None
 
 
 @dataclass
@@ -293,19 +297,73 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
         return conds
 
     def predict(self, latents, t, passes: Sequence[Pass], conds: Conditions, batch_guidance: bool) -> dict:
-        """The DiT's prediction for every pass: one batched forward (default) or one forward per pass."""
+        """The DiT's prediction for every pass: one batched forward (default) or one forward per pass; with a step
+        cache running, through ``predict_cached``."""
         groups = [list(passes)] if batch_guidance else [[p] for p in passes]
+        run = getattr(self, "_step_cache_run", None)
+        if run is not None:
+            return self.predict_cached(run, latents, t, groups, conds)
         preds = {}
         for group in groups:
-            inputs = stack_inputs([self.pass_inputs(latents, p, conds) for p in group])
-            for key in ("skip_blocks", "skip_self_attention"):
-                if inputs[key] is not None and not inputs[key].any():
-                    inputs[key] = None  # nothing perturbed: the plain Wan computation
-            timestep = t.expand(inputs["hidden_states"].shape[0]).to(latents.device)
+            inputs, timestep = self.group_inputs(latents, t, group, conds)
             out = self.transformer(timestep=timestep, return_dict=False, **inputs)[0].float()
             for p, chunk in zip(group, out.chunk(len(group))):
                 preds[p] = chunk
         return preds
+
+    def group_inputs(self, latents, t, group: Sequence[Pass], conds: Conditions) -> tuple[dict, torch.Tensor]:
+        """The DiT's inputs for a group of passes stacked on the batch, and the timestep for each sample."""
+        inputs = stack_inputs([self.pass_inputs(latents, p, conds) for p in group])
+        for key in ("skip_blocks", "skip_self_attention"):
+            if inputs[key] is not None and not inputs[key].any():
+                inputs[key] = None  # nothing perturbed: the plain Wan computation
+        return inputs, t.expand(inputs["hidden_states"].shape[0]).to(latents.device)
+
+    def predict_cached(self, run, latents, t, groups: Sequence[Sequence[Pass]], conds: Conditions) -> dict:
+        """``predict`` with a step cache: every group's embeddings and head run; the block stack runs, or each
+        pass reuses the residual it added at the last computed step. All passes of the step are computed or
+        skipped together (first-block: block 0 runs first, and its residual over all passes decides)."""
+        dit, passes = self.transformer, [p for g in groups for p in g]
+        split = run.split_first_block
+        if not run.planned(passes):  # known skip: conditions that only feed the blocks need not be made
+            conds = dataclasses.replace(conds, extra={**conds.extra, "blocks_cached": True})
+        block_keys = ("skip_blocks", "skip_self_attention", "block_residuals", "block_modulations")
+        work = []
+        for group in groups:
+            inputs, timestep = self.group_inputs(latents, t, group, conds)
+            blocks = {k: inputs.pop(k, None) for k in block_keys}
+            state = dit.embed(timestep=timestep, **inputs)
+            first = dit.run_blocks(state, state.x, 0, 1, **blocks) if split and run.planned(passes) else None
+            work.append((group, state, blocks, first))
+        first_residual = torch.cat([f - s.x for _, s, _, f in work]) if split and work[0][3] is not None else None
+        compute = run.decide(passes, first_residual)
+        if compute:
+            run.computed.append(run.step)
+        preds = {}
+        for group, state, blocks, first in work:
+            base = first if split else state.x  # first-block reuses the residual of blocks 1.. after a fresh block 0
+            if compute:
+                x = dit.run_blocks(state, base, 1 if split else 0, **blocks)
+                run.store(group, x - base, None)
+                run.observe(run.step, group, state.x, first, x)
+            else:
+                x = base + run.cached(group)
+            out = dit.finish(state, x).float()
+            for p, chunk in zip(group, out.chunk(len(group))):
+                preds[p] = chunk
+        if compute and first_residual is not None:
+            run.first_residual = (tuple(passes), first_residual)
+        return preds
+
+    def start_step_cache(self, step_cache, timesteps) -> None:
+        """Set up ``step_cache`` (a ``StepCache``, a policy name, or None: off) for a run over ``timesteps``; the
+        model's calibration is read from its generation_config.json (``videogen cache-calibrate``)."""
+        cache = as_step_cache(step_cache)
+        if cache is None:
+            self._step_cache_run = None
+            return
+        calibration = read_calibration(getattr(self, "name_or_path", None) or self.config.get("_name_or_path"))
+        self._step_cache_run = cache.start(self.transformer, timesteps, calibration)
 
     def denoise(
         self,
@@ -316,19 +374,37 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
         batch_guidance: bool = True,
         callback_on_step_end: Optional[Callable] = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        step_cache: Union[StepCache, str, None] = None,
     ) -> torch.Tensor:
-        """Run the scheduler from noise to clean latents under ``guidance``."""
+        """Run the scheduler from noise to clean latents under ``guidance`` (with ``step_cache``: skipping the
+        block stack at some steps; its report is ``self.step_cache_report``)."""
         device = latents.device
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         self._num_timesteps = len(timesteps)
         self.scheduler.set_begin_index(0)
         guidance.reset()
+        self.start_step_cache(step_cache, timesteps)
+        run = self._step_cache_run
+        try:
+            latents = self._denoise_steps(latents, conds, guidance, timesteps, batch_guidance, callback_on_step_end,
+                                          callback_on_step_end_tensor_inputs, run)
+        finally:
+            self._step_cache_run = None
+        self.step_cache_report = None if run is None else run.report()
+        self._current_timestep = None
+        return latents
+
+    def _denoise_steps(self, latents, conds, guidance, timesteps, batch_guidance, callback_on_step_end,
+                       callback_on_step_end_tensor_inputs, run) -> torch.Tensor:
+        """The steps of ``denoise``."""
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
+                if run is not None:
+                    run.begin(i)
                 passes = guidance.passes(i, len(timesteps))
                 preds = self.predict(latents, t, passes, self.conditions_at(conds, i, len(timesteps)), batch_guidance)
                 noise_pred = guidance.combine(preds, i, len(timesteps))
@@ -340,8 +416,9 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
                     latents = result.pop("latents", latents)
                     conds.prompt_embeds = result.pop("prompt_embeds", conds.prompt_embeds)
                     conds.negative_prompt_embeds = result.pop("negative_prompt_embeds", conds.negative_prompt_embeds)
+                if run is not None:
+                    bar.set_postfix_str(f"computed {len(run.computed)}/{i + 1}", refresh=False)
                 bar.update()
-        self._current_timestep = None
         return latents
 
     def decode_latents(self, latents: torch.Tensor, output_type: str):
@@ -377,6 +454,7 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
         attention_kwargs: Optional[dict] = None,
+        step_cache: Union[StepCache, str, None] = None,
     ):
         """Generate videos.
 
@@ -395,8 +473,11 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
             batch_guidance: stack all passes of a step into one DiT forward (False: one forward per pass).
             extra_conditions: task pipelines' conditions (``Conditions.extra``), read by their ``pass_inputs``.
             attention_kwargs: diffusers' per-call options; ``{"scale": s}`` scales every active LoRA for this call.
+            step_cache: a ``videogen.step_cache.StepCache`` (e.g. ``StepCache("teacache", speedup=2.0)`` or
+                ``StepCache("first-block", threshold=0.1)``) or a policy name (at x2): reuse the block stack's
+                residual, per guidance pass, at the steps it skips. None: every step computed (default).
 
-        Returns: ``VideoPipelineOutput`` with ``.frames``.
+        Returns: ``VideoPipelineOutput`` with ``.frames`` (and ``.step_cache``: the steps computed).
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -422,8 +503,8 @@ class VideoDiffusionPipeline(LoraLoaderMixin, DiffusionPipeline):
         with self.lora_scale((attention_kwargs or {}).get("scale", 1.0)):
             latents = self.denoise(
                 latents, conds, guidance, num_inference_steps, batch_guidance, callback_on_step_end,
-                callback_on_step_end_tensor_inputs,
+                callback_on_step_end_tensor_inputs, step_cache,
             )
         video = self.decode_latents(latents, output_type)
         self.maybe_free_model_hooks()
-        return VideoPipelineOutput(frames=video) if return_dict else (video,)
+        return VideoPipelineOutput(frames=video, step_cache=self.step_cache_report) if return_dict else (video,)

@@ -321,7 +321,8 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         camera, scale = self.pass_camera(p, extra)
         if getattr(self, "camera_adapter", None) is not None:
             inputs["camera"], inputs["camera_scale"] = None, None
-            inputs["block_residuals"] = None if camera is None else self.camera_residuals(
+            skipped = camera is None or extra.get("blocks_cached", False)  # a cached step runs no block
+            inputs["block_residuals"] = None if skipped else self.camera_residuals(
                 inputs["hidden_states"], camera, scale, extra)
             return inputs
         inputs["camera"] = None if camera is None else camera.expand(b, *camera.shape[1:]).to(dtype)
