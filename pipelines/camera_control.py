@@ -386,6 +386,7 @@ class CameraControlPipeline(VideoDiffusionPipeline):
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
         attention_kwargs: Optional[dict] = None,
+        step_cache=None,
     ):
         """Generate videos whose camera follows ``camera`` (and that start from ``image``).
 
@@ -412,7 +413,9 @@ class CameraControlPipeline(VideoDiffusionPipeline):
             guidance: any ``videogen.guidance`` chain (CFG, MultiCondition, STG, ...) instead of
                 ``guidance_scale`` / ``camera_guidance_scale``; a pass with ``extra=False`` gets ``camera_null``.
 
-        Returns: ``VideoPipelineOutput`` with ``.frames``.
+            step_cache: a ``videogen.step_cache.StepCache`` or a policy name (as ``TextToVideoPipeline``).
+
+        Returns: ``VideoPipelineOutput`` with ``.frames`` (and ``.step_cache``, the steps computed, with a cache).
         """
         base_args = dict(
             prompt=prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
@@ -444,4 +447,5 @@ class CameraControlPipeline(VideoDiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length, batch_guidance=batch_guidance,
             extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
+            step_cache=step_cache,
         )

@@ -227,6 +227,7 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
         attention_kwargs: Optional[dict] = None,
+        step_cache=None,
     ):
         """Generate videos that start from ``image`` (and end at ``last_image``).
 
@@ -242,7 +243,9 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
             guidance: any ``videogen.guidance`` guiders; every pass keeps the image (CFG drops the text only).
             attention_kwargs: ``{"scale": s}`` scales the loaded LoRAs for this call (diffusers' convention).
 
-        Returns: ``VideoPipelineOutput`` with ``.frames``.
+            step_cache: a ``videogen.step_cache.StepCache`` or a policy name (as ``TextToVideoPipeline``).
+
+        Returns: ``VideoPipelineOutput`` with ``.frames`` (and ``.step_cache``, the steps computed, with a cache).
         """
         base_args = dict(
             prompt=prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
@@ -264,4 +267,5 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length, batch_guidance=batch_guidance,
             extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
+            step_cache=step_cache,
         )
