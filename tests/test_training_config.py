@@ -23,7 +23,7 @@ def test_yaml_and_overrides(tmp_path):
     ("train.max_stepz=3", "unknown config key 'train.max_stepz'"),
     ("trian.max_steps=3", "unknown config key 'trian'"),
     ("train.max_steps", "must look like key.sub=value"),
-    ("task=unet", "task must be 'dit', 'vae' or 'camera'"),
+    ("task=unet", "task must be 'dit', 'vae', 'camera' or 'trajectory'"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(ValueError, match=message):

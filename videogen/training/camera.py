@@ -90,6 +90,22 @@ def freeze_to_first_frame(video: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def check_frozen_base(cfg: dict, parts: dict, task: str) -> None:
+    """The rules of an adapter task (``camera``, ``trajectory``) on a frozen base: ``model.pretrained`` set, the
+    adapter trained alone, and a base DiT in the text-to-video or Wan's I2V layout that ``train.i2v`` names."""
+    if not cfg["model"]["pretrained"]:
+        raise ValueError(f"task {task} trains an adapter on a frozen base: set model.pretrained to its pipeline")
+    t = cfg["train"]
+    if t["train_text_encoder"] or cfg["lora"]["rank"] or cfg["lora"]["init"]:
+        raise ValueError(f"task {task} trains the adapter alone: train.train_text_encoder and lora must be off")
+    dit, vae = parts["transformer"].config, parts["vae"]
+    i2v_layout = dit.out_channels + vae.temporal_compression + vae.config.z_dim
+    if dit.in_channels not in (dit.out_channels, i2v_layout) or bool(t["i2v"]) != (dit.in_channels == i2v_layout):
+        raise ValueError(f"the base DiT takes {dit.in_channels} input channels: task {task} needs a text-to-video "
+                         f"base ({dit.out_channels}, train.i2v false) or one in Wan's I2V layout ({i2v_layout}, "
+                         "train.i2v true; train.image_dropout for text-only samples)")
+
+
 class CameraAdapterModel(torch.nn.Module):
     """A frozen ``VideoDiT`` with a trainable ``CameraControlNet``; one forward (the one DDP/FSDP see) runs both."""
 
@@ -116,23 +132,14 @@ class CameraTask:
         from videogen.models.adapters import CameraControlNet
 
         self.cfg, c = cfg, cfg["camera"]
-        if not cfg["model"]["pretrained"]:
-            raise ValueError("task camera trains an adapter on a frozen base: set model.pretrained to its pipeline")
         for key in ("static_prob", "sparse_prob"):
             if not 0.0 <= c[key] < 1.0:
                 raise ValueError(f"camera.{key} must be in [0, 1); got {c[key]}")
         low, high = c["sparse_fraction"]
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"camera.sparse_fraction must be [low, high] with 0 < low <= high <= 1; got {[low, high]}")
-        transformer, t = parts["transformer"], cfg["train"]
-        if t["train_text_encoder"] or cfg["lora"]["rank"] or cfg["lora"]["init"]:
-            raise ValueError("task camera trains the adapter alone: train.train_text_encoder and lora must be off")
-        dit, vae = transformer.config, parts["vae"]
-        i2v_layout = dit.out_channels + vae.temporal_compression + vae.config.z_dim
-        if dit.in_channels not in (dit.out_channels, i2v_layout) or bool(t["i2v"]) != (dit.in_channels == i2v_layout):
-            raise ValueError(f"the base DiT takes {dit.in_channels} input channels: task camera needs a text-to-video "
-                             f"base ({dit.out_channels}, train.i2v false) or one in Wan's I2V layout ({i2v_layout}, "
-                             "train.i2v true; train.image_dropout for text-only samples)")
+        check_frozen_base(cfg, parts, "camera")
+        transformer = parts["transformer"]
         if c["init"]:
             adapter = CameraControlNet.from_pretrained(c["init"])
         else:
@@ -172,6 +179,10 @@ class CameraTask:
                     rays[:, drops[i]] = 0
             cameras.append(pack_camera(rays))
         return torch.stack(videos), torch.stack(cameras)
+
+    def model_inputs(self, camera: torch.Tensor, device) -> dict:
+        """The trained module's extra inputs for ``prepare``'s camera: ``{"camera": ...}`` on ``device``."""
+        return {"camera": camera.to(device)}
 
     def sigmas(self, n: int, generator: torch.Generator) -> Optional[torch.Tensor]:
         """AC3D's high-noise timesteps when ``camera.high_noise`` is set, else None (the DiT task's sampling)."""

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import yaml
 
 DEFAULTS: dict[str, Any] = {
-    "task": "dit",  # dit | vae | camera (a CameraControlNet on a frozen model.pretrained; videogen.training.camera)
+    "task": "dit",  # dit | vae | camera | trajectory (an adapter on a frozen model.pretrained; videogen.training.camera,
+    # videogen.training.trajectory)
     "seed": 0,
     "output_dir": "runs/default",
     "model": {
@@ -89,6 +90,12 @@ DEFAULTS: dict[str, Any] = {
     "camera": {"adapter": {"num_layers": 2}, "init": None, "static_prob": 0.05, "sparse_prob": 0.15,
                "sparse_fraction": [0.7, 1.0], "high_noise": False, "high_noise_mean": 0.95, "high_noise_std": 0.1,
                "high_noise_min": 0.6, "validation_cameras": ["pan-left", "zoom-in"]},
+    # Task trajectory: the adapter (TrajectoryAdapter.for_transformer kwargs, or init: an adapter directory); each
+    # clip's objects' metadata paths are its tracks, in caption order; with drop_prob no tracks (the adapter off, what
+    # trajectory guidance's null is); with partial_prob only the first k tracks (fewer tracks than objects); the
+    # tracks (inline "x,y x,y" strings or track files) of validation videos.
+    "trajectory": {"adapter": {}, "init": None, "drop_prob": 0.05, "partial_prob": 0.1, "high_noise": False,
+                   "validation_tracks": ["8,32 56,32"]},
     "checkpoint": {"every": 500, "keep_last": 3},
     "validation": {"every": 0, "prompts": [], "seeds": [0], "num_inference_steps": 20, "guidance_scale": 5.0,
                    "fps": 8},
@@ -98,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Sub-dicts that hold a component's own keyword arguments: taken as given, not checked against DEFAULTS.
 FREE_FORM = {("model", "transformer"), ("model", "vae"), ("model", "text_encoder"), ("model", "tokenizer"),
-             ("model", "scheduler"), ("camera", "adapter")}
+             ("model", "scheduler"), ("camera", "adapter"), ("trajectory", "adapter")}
 
 
 def _free(keys: Sequence[str]) -> bool:
@@ -160,6 +167,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     cfg = _merge(DEFAULTS, user)
     for override in overrides:
         apply_override(cfg, override)
-    if cfg["task"] not in ("dit", "vae", "camera"):
-        raise ValueError(f"task must be 'dit', 'vae' or 'camera'; got {cfg['task']!r}")
+    if cfg["task"] not in ("dit", "vae", "camera", "trajectory"):
+        raise ValueError(f"task must be 'dit', 'vae', 'camera' or 'trajectory'; got {cfg['task']!r}")
     return cfg

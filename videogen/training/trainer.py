@@ -117,16 +117,21 @@ class Trainer:
         self.parts = parts
         self.tokenizer, self.text_encoder, self.vae = parts["tokenizer"], parts["text_encoder"], parts["vae"]
         self.lora_config = None
-        if t["i2v"] and cfg["task"] not in ("dit", "camera"):
-            raise ValueError("train.i2v needs task: dit (or camera, on a base in the I2V layout)")
+        if t["i2v"] and cfg["task"] not in ("dit", "camera", "trajectory"):
+            raise ValueError("train.i2v needs task: dit (or camera / trajectory, on a base in the I2V layout)")
         if not 0.0 <= t["image_dropout"] < 1.0 or (t["image_dropout"] and not t["i2v"]):
             raise ValueError(f"train.image_dropout must be in [0, 1) and needs train.i2v; got {t['image_dropout']}")
-        self.camera_task = None
-        if cfg["task"] == "camera":  # a CameraControlNet on the frozen base (videogen.training.camera)
-            from videogen.training.camera import CameraTask
+        # An adapter task (a CameraControlNet or a TrajectoryAdapter on the frozen base; videogen.training.camera,
+        # videogen.training.trajectory): what it adds to the DiT task goes through this one object.
+        self.adapter_task = None
+        if cfg["task"] in ("camera", "trajectory"):
+            if cfg["task"] == "camera":
+                from videogen.training.camera import CameraTask as task_class
+            else:
+                from videogen.training.trajectory import TrajectoryTask as task_class
 
-            self.camera_task = CameraTask(cfg, parts)
-            self.model = self.camera_task.model
+            self.adapter_task = task_class(cfg, parts)
+            self.model = self.adapter_task.model
             self.vae.requires_grad_(False).eval()
             self.text_encoder.requires_grad_(False).eval()
             trained = [self.model]
@@ -234,9 +239,10 @@ class Trainer:
         local = (batch["latents"] if cached else batch["video"]).shape[0]
         global_batch = local * self.accelerator.num_processes
         gen = self._batch_randomness()
-        if self.camera_task is not None:  # nulls and pose dropout, decided before the videos are encoded
-            camera_gen = torch.Generator().manual_seed(gen.initial_seed() + 1)
-            video, camera = self.camera_task.prepare(batch, camera_gen, global_batch, lambda x: self._local(x, local))
+        if self.adapter_task is not None:  # nulls and dropout, decided before the videos are encoded
+            task_gen = torch.Generator().manual_seed(gen.initial_seed() + 1)
+            video, adapter_input = self.adapter_task.prepare(batch, task_gen, global_batch,
+                                                             lambda x: self._local(x, local))
             batch = {**batch, "video": video}
         if cached:  # `videogen cache` output: normalised latents and text states, computed once
             latents = batch["latents"].to(device).float()
@@ -246,8 +252,8 @@ class Trainer:
                 latents = self.vae.normalize_latents(self.vae.encode(video, streaming=False).latent_dist.mode()).float()
         drop = self._local(torch.rand(global_batch, generator=gen) < t["caption_dropout"], local)
         sigma = self._local(sample_sigmas(global_batch, gen, t["logit_mean"], t["logit_std"], t["flow_shift"]), local)
-        high_noise = None if self.camera_task is None else self.camera_task.sigmas(global_batch, camera_gen)
-        if high_noise is not None:  # camera.high_noise: AC3D's timesteps instead
+        high_noise = None if self.adapter_task is None else self.adapter_task.sigmas(global_batch, task_gen)
+        if high_noise is not None:  # camera.high_noise (trajectory.high_noise): AC3D's timesteps instead
             sigma = self._local(high_noise, local)
         noise = self._local(torch.randn((global_batch, *latents.shape[1:]), generator=gen), local).to(device)
         if cached and not t["train_text_encoder"]:
@@ -270,7 +276,7 @@ class Trainer:
                 dropped = self._local(torch.rand(global_batch, generator=gen) < t["image_dropout"], local).to(device)
                 condition = torch.where(dropped[:, None, None, None, None], torch.zeros_like(condition), condition)
             x_t = torch.cat([x_t, condition], dim=1)
-        extra = {} if self.camera_task is None else {"camera": camera.to(device)}
+        extra = {} if self.adapter_task is None else self.adapter_task.model_inputs(adapter_input, device)
         pred = self.model(x_t, (sigma * 1000).to(device), text, **extra).sample
         return flow_matching_loss(pred, target, weights)
 
@@ -358,13 +364,13 @@ class Trainer:
         from videogen.io import save_video
 
         v, d = self.cfg["validation"], self.cfg["data"]
-        if self.cfg["task"] == "vae" or not v["prompts"] or (self.cfg["train"]["i2v"] and self.camera_task is None):
+        if self.cfg["task"] == "vae" or not v["prompts"] or (self.cfg["train"]["i2v"] and self.adapter_task is None):
             return []  # image-to-video is measured by `videogen eval --task i2v`
         model = self.accelerator.unwrap_model(self.model)
         if self.ema is not None:
             self.ema.store(self.trained_parameters())
             self.ema.copy_to(self.trained_parameters())
-        pipe = None if self.camera_task is not None else TextToVideoPipeline(
+        pipe = None if self.adapter_task is not None else TextToVideoPipeline(
             tokenizer=self.tokenizer, text_encoder=self.accelerator.unwrap_model(self.text_encoder),
             transformer=model, vae=self.vae, scheduler=self.parts["scheduler"])
         if pipe is not None:
@@ -373,8 +379,8 @@ class Trainer:
         written = []
         try:
             model.eval()
-            if self.camera_task is not None:  # one video per prompt x camera x seed
-                written = self.camera_task.validate(self, out_dir)
+            if self.adapter_task is not None:  # one video per prompt x camera (trajectory) x seed
+                written = self.adapter_task.validate(self, out_dir)
             for i, prompt in enumerate(v["prompts"] if pipe is not None else []):
                 for seed in v["seeds"]:
                     frames = pipe(prompt, height=d["height"], width=d["width"], num_frames=d["num_frames"],
@@ -404,8 +410,8 @@ class Trainer:
                 store_latent_statistics(model.vae, *latent_statistics(model.vae, self.dataset,
                                                                       self.cfg["train"]["latent_stats_samples"]))
             model.vae.save_pretrained(final / "vae")
-        elif self.camera_task is not None:
-            self.camera_task.save_final(self, final)
+        elif self.adapter_task is not None:
+            self.adapter_task.save_final(self, final)
         elif self.lora_config is not None:
             from videogen.training.lora import save_lora
 
