@@ -14,6 +14,7 @@ from videogen.loading import (
     generation_defaults,
     load_pipeline,
     resolve_model,
+    use_attention,
     use_scheduler,
 )
 
@@ -127,10 +128,15 @@ def cmd_generate(args) -> int:
     kwargs = generation_arguments(model, args.prompt, d, image=args.image, last_image=args.last_image,
                                   camera=args.camera, trajectory=args.trajectory, seed=args.seed)
     pipe = load_pipeline(model, args.device, args.dtype)
+    use_attention(pipe, d["attention"])
     for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
         print(report, file=sys.stderr)
     use_scheduler(pipe, d["scheduler"])
     out = pipe(**kwargs, output_type="np")
+    if out.step_cache is not None:
+        c = out.step_cache
+        print(f"step cache {c['policy']}: computed {c['num_computed']} of {c['num_steps']} steps "
+              f"(threshold {c['threshold']:.4g})", file=sys.stderr)
     path = save_video(out.frames[0], args.output, fps=d["fps"])
     print(path)
     return 0
@@ -179,6 +185,24 @@ def add_lora_arguments(parser) -> None:
                              "repeat for several")
     parser.add_argument("--lora-nonstrict", dest="lora_nonstrict", action="store_true",
                         help="load a LoRA's matching keys and warn about the rest (default: an error listing them)")
+
+
+def add_speed_arguments(parser) -> None:
+    """``--step-cache``, ``--speedup``, ``--step-cache-threshold`` and ``--attention`` on a subcommand (generate,
+    eval): the defaults are the model's generation_config.json, else no cache and PyTorch's SDPA."""
+    from videogen.step_cache import POLICIES
+
+    parser.add_argument("--step-cache", dest="step_cache", choices=list(POLICIES) + ["none"], default=None,
+                        help="skip the DiT's block stack at some steps, reusing its residual per guidance pass: "
+                             "teacache, magcache (calibrated: videogen cache-calibrate) or first-block")
+    parser.add_argument("--speedup", type=float, default=None,
+                        help="target speed-up of the step cache, e.g. 2 (computes about steps / 2 steps; default "
+                             "2 with --step-cache; alone: the default policy)")
+    parser.add_argument("--step-cache-threshold", dest="step_cache_threshold", type=float, default=None,
+                        help="the policy's threshold instead of a speed-up (0: skip nothing)")
+    parser.add_argument("--attention", default=None,
+                        help="attention backend of diffusers' dispatcher: native, flash, sage, xformers, flex, ... "
+                             "(default: PyTorch's SDPA); it must be installed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="text tokens, padded (default: the checkpoint's generation_config, else Wan's 512; a model "
                           "samples best at the length it was trained with)")
     add_lora_arguments(gen)
+    add_speed_arguments(gen)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(func=cmd_generate)
@@ -266,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "parameter counts, then exit")
     train.set_defaults(func=cmd_train)
 
-    from videogen import export, ui
+    from videogen import cache_calibration, export, ui
     from videogen.convert import lora as lora_files
     from videogen.training import personalize
     from videogen.data import cache as data_cache, synthetic
@@ -275,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_cli(sub)
     data_cache.add_cli(sub)
     eval_command.add_cli(sub)
+    cache_calibration.add_cli(sub)
     concept.add_cli(sub)
     export.add_cli(sub)
     ui.add_cli(sub)

@@ -18,7 +18,8 @@ GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guida
                            stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,
                            max_sequence_length=512, camera_scale=0.0, camera_null="identity", camera_strength=1.0,
                            camera_window=[0.0, 1.0], camera_speed=1.0, trajectory_scale=0.0,
-                           trajectory_strength=1.0)
+                           trajectory_strength=1.0, step_cache=None, speedup=None, step_cache_threshold=None,
+                           attention=None)
 
 IMAGE_TO_VIDEO_CLASSES = ("WanImageToVideoPipeline", "ImageToVideoPipeline")
 CAMERA_CONTROL_CLASSES = ("CameraControlPipeline",)
@@ -293,8 +294,16 @@ def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None
     import torch
 
     from videogen.guidance import cfg_stg
+    from videogen.step_cache import step_cache_from_settings
 
     conditions = {}
+    cache = step_cache_from_settings(settings.get("step_cache"), settings.get("speedup"),
+                                     settings.get("step_cache_threshold"))
+    if cache is not None:
+        if is_trajectory_control(model):
+            raise ValueError("step caching (--step-cache / --speedup) is not wired into the trajectory-control "
+                             "pipeline yet; leave it out for this model")
+        conditions["step_cache"] = cache
     if image is not None:
         from videogen.conditioning.image import load_image
 
@@ -319,6 +328,12 @@ def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None
         max_sequence_length=settings["max_sequence_length"],
         generator=torch.Generator(device="cpu").manual_seed(int(seed)),
     )
+
+
+def use_attention(pipe, name: Optional[str]) -> None:
+    """Run ``pipe``'s DiT attention through the named backend of diffusers' attention dispatcher (``native``,
+    ``flash``, ``sage``, ...); None: PyTorch's SDPA. A backend that is not installed is a ``ValueError``."""
+    pipe.transformer.set_attention_backend(name)
 
 
 def use_scheduler(pipe, name: Optional[str]) -> None:

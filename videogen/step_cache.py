@@ -107,10 +107,11 @@ def as_step_cache(value) -> Optional["StepCache"]:
 
 def step_cache_from_settings(policy: Optional[str], speedup: Optional[float], threshold: Optional[float]):
     """The ``StepCache`` the command line / UI settings name (``--step-cache``, ``--speedup``,
-    ``--step-cache-threshold``); a speed-up or threshold alone uses the default policy; none of them: None."""
-    if policy in (None, "", "none") and speedup is None and threshold is None:
+    ``--step-cache-threshold``); a speed-up or threshold alone uses the default policy; none of them, or the
+    policy ``none``: None."""
+    if policy == "none" or (policy in (None, "") and speedup is None and threshold is None):
         return None
-    if policy in (None, "", "none"):
+    if policy in (None, ""):
         policy = DEFAULT_POLICY
     if speedup == 1 and threshold is None:
         return None  # x1: nothing to skip

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 MODES = ("text-to-video", "image-to-video", "camera", "trajectory")
 SCHEDULERS = ("checkpoint", "unipc", "euler")  # "checkpoint": the pipeline directory's own scheduler
 STG_MODES = ("block", "attention")
+STEP_CACHES = ("none", "teacache", "magcache", "first-block")  # videogen.step_cache.POLICIES, and off
 CAMERA_NULLS = ("identity", "zeros", "off")
 DEFAULT_OUTPUTS = "videogen-ui-outputs"
 SIDECAR_VERSION = 1
@@ -33,7 +34,7 @@ CONTROLS = (
     "camera_window_start", "camera_window_stop", "camera_speed",
     "trajectory_image", "tracks_text", "tracks_file",
     "loras", "lora_strengths", "lora_nonstrict",
-    "guidance_scale", "stg_scale", "stg_mode", "stg_blocks", "scheduler",
+    "guidance_scale", "stg_scale", "stg_mode", "stg_blocks", "scheduler", "step_cache", "speedup",
     "seed", "steps", "height", "width", "num_frames", "fps", "max_sequence_length", "preview_every",
 )
 FILE_CONTROLS = ("image", "last_image", "camera_image", "camera_file", "trajectory_image", "tracks_file")
@@ -69,6 +70,7 @@ def default_settings(model: Optional[str] = None) -> dict:
         loras=[], lora_strengths="", lora_nonstrict=False,
         guidance_scale=float(d["guidance_scale"]), stg_scale=float(d["stg_scale"]), stg_mode=d["stg_mode"],
         stg_blocks=",".join(str(b) for b in d["stg_blocks"]), scheduler=d["scheduler"] or "checkpoint",
+        step_cache=d["step_cache"] or "none", speedup=float(d["speedup"] or 2.0),
         seed=0, steps=int(d["steps"]), height=int(d["height"]), width=int(d["width"]),
         num_frames=int(d["num_frames"]), fps=float(d["fps"]), max_sequence_length=int(d["max_sequence_length"]),
         preview_every=1,
@@ -121,7 +123,17 @@ def generation_overrides(settings: dict) -> dict:
         camera_null=settings["camera_null"], camera_strength=float(settings["camera_strength"]),
         camera_window=[float(settings["camera_window_start"]), float(settings["camera_window_stop"])],
         camera_speed=float(settings["camera_speed"]),
+        **step_cache_overrides(settings),
     )
+
+
+def step_cache_overrides(settings: dict) -> dict:
+    """The step-cache settings of the page (a policy or ``none``, and a target speed-up) under the CLI's names;
+    the threshold and the attention backend are left to the model's defaults."""
+    policy = settings.get("step_cache")
+    on = policy not in (None, "", "none")
+    return dict(step_cache=policy if on else None, speedup=float(settings["speedup"]) if on else None,
+                step_cache_threshold=None, attention=None)
 
 
 def file_path(value) -> Optional[str]:
@@ -502,7 +514,7 @@ class App:
         the video, its sidecar JSON and copies of the input files into the outputs folder; returns
         ``{"video", "sidecar", "status", "settings", "frames"}``."""
         from videogen.io import save_video
-        from videogen.loading import apply_loras, use_scheduler
+        from videogen.loading import apply_loras, use_attention, use_scheduler
 
         emit = on_event or (lambda event: None)
         stop = stop or threading.Event()
@@ -522,6 +534,7 @@ class App:
                 self._pipes.clear()
             raise
         use_scheduler(pipe, plan["settings"]["scheduler"])
+        use_attention(pipe, plan["settings"].get("attention"))
         total = plan["kwargs"]["num_inference_steps"]
         every = int(settings.get("preview_every") or 0)
         state = {"stopped_at": None}
@@ -746,6 +759,12 @@ def build_app(app: App):
                         comps["steps"] = gr.Slider(1, 100, value=d["steps"], step=1, label="Steps")
                         comps["scheduler"] = gr.Dropdown(list(SCHEDULERS), value=d["scheduler"], label="Scheduler",
                                                          info="checkpoint: the model's own")
+                    with gr.Row():
+                        comps["step_cache"] = gr.Dropdown(list(STEP_CACHES), value=d["step_cache"],
+                                                          label="Step cache", info="skip steps, reusing the DiT's "
+                                                          "residual (magcache: calibrated models)")
+                        comps["speedup"] = gr.Slider(1, 4, value=d["speedup"], step=0.1, label="Target speed-up",
+                                                     info="x: steps computed = steps / x")
                     with gr.Row():
                         comps["height"] = gr.Slider(16, 1280, value=d["height"], step=16, label="Height")
                         comps["width"] = gr.Slider(16, 1280, value=d["width"], step=16, label="Width")

@@ -62,6 +62,9 @@ def add_cli(subparsers):
                    help="evaluate with this LoRA loaded (any Wan scheme), at SCALE (default 1); repeatable")
     p.add_argument("--lora-nonstrict", dest="lora_nonstrict", action="store_true",
                    help="load a LoRA's matching keys and warn about the rest")
+    from videogen.cli import add_speed_arguments
+
+    add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -70,7 +73,8 @@ def cmd_eval(args) -> int:
     """Run ``videogen eval`` from parsed arguments."""
     from videogen.evaluation.evaluate import load_prompts, run_eval
     from videogen.guidance import cfg_stg
-    from videogen.loading import apply_loras, generation_defaults, load_pipeline
+    from videogen.loading import apply_loras, generation_defaults, load_pipeline, use_attention
+    from videogen.step_cache import step_cache_from_settings
 
     model = Path(args.model)
     if args.task == "camera" and args.prompts in ("default", "camera"):
@@ -99,8 +103,10 @@ def cmd_eval(args) -> int:
     d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
     guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device)
+    use_attention(pipe, d["attention"])
     for report in apply_loras(pipe, args.lora, strict=not args.lora_nonstrict):
         print(report)
+    step_cache = step_cache_from_settings(d["step_cache"], d["speedup"], d["step_cache_threshold"])
     config = dict(model=str(model), lora=args.lora or [], prompt_set=args.prompts, guidance_scale=d["guidance_scale"],
                   stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"], device=args.device)
     if args.task == "camera":
@@ -138,5 +144,6 @@ def cmd_eval(args) -> int:
                         d["max_sequence_length"], args.out)
         return 0
     run_eval(pipe, prompts, range(args.seeds), args.height, args.width, args.num_frames, args.steps,
-             guidance, args.out, config, args.progress, args.task, args.vae_ceiling, d["max_sequence_length"])
+             guidance, args.out, config, args.progress, args.task, args.vae_ceiling, d["max_sequence_length"],
+             step_cache)
     return 0

@@ -207,8 +207,11 @@ def run_vae_eval(vae, prompts, seeds, num_frames: int = 17, height: int = 64, wi
 
 def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
                       num_inference_steps: int = 20, guidance=None, progress: bool = True, images=None,
-                      max_sequence_length: int = 512):
+                      max_sequence_length: int = 512, step_cache=None):
     """Generate every prompt with every seed (``torch.Generator`` seeded with the seed) and score the clips.
+
+    ``step_cache``: a ``videogen.step_cache.StepCache`` for every generation; each record then has
+    ``steps_computed``.
 
     ``images`` (image-to-video): one uint8 ``[H, W, 3]`` first frame per (prompt, seed), prompt-major; each
     record then also has ``first_frame_psnr`` (generated frame 0 vs the image) and ``vae_psnr`` (the image
@@ -227,6 +230,8 @@ def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, n
         raise ValueError(f"got {len(images)} images for {len(jobs)} (prompt, seed) pairs")
     for k, (prompt, seed) in enumerate(tqdm(jobs, desc="videogen eval", disable=not progress)):
         kwargs = dict(guidance=guidance) if guidance is not None else {}
+        if step_cache is not None:
+            kwargs["step_cache"] = step_cache
         if images is not None:
             kwargs["image"] = images[k]
         out = pipe(prompt=prompt, height=height, width=width, num_frames=num_frames,
@@ -234,6 +239,8 @@ def evaluate_pipeline(pipe, prompts, seeds, height: int = 64, width: int = 64, n
                    max_sequence_length=max_sequence_length, output_type="np", **kwargs)
         clip = to_uint8(out.frames[0])
         record = dict(prompt=prompt, seed=int(seed), **score_clip(clip, prompt))
+        if getattr(out, "step_cache", None) is not None:
+            record["steps_computed"] = out.step_cache["num_computed"]
         if images is not None:
             record["first_frame_psnr"] = psnr(clip[0], images[k])
             record["vae_psnr"] = psnr(vae_round_trip(pipe.vae, images[k]), images[k])
@@ -332,7 +339,7 @@ def write_contact_sheets(out_dir: Path, records, model_clips, truth_clips, fps: 
 def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames: int = 17,
              num_inference_steps: int = 20, guidance=None, out_dir=None, config: dict | None = None,
              progress: bool = True, task: str = "t2v", vae_ceiling: bool = True,
-             max_sequence_length: int = 512) -> dict:
+             max_sequence_length: int = 512, step_cache=None) -> dict:
     """Evaluate ``pipe`` and the rendered ceiling on ``prompts`` x ``seeds``; write ``eval.json`` and the contact
     sheets to ``out_dir`` (when given), print the table, and return the ``eval.json`` dict.
 
@@ -340,7 +347,8 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
     a generated clip is decoded by that VAE, so this is the most the pipeline can show.
 
     ``task="i2v"``: the pipeline (an ``ImageToVideoPipeline``) animates each ground-truth clip's first frame;
-    the records add first-frame PSNR and the VAE round-trip PSNR (see ``evaluate_pipeline``)."""
+    the records add first-frame PSNR and the VAE round-trip PSNR (see ``evaluate_pipeline``). ``step_cache``: a
+    ``videogen.step_cache.StepCache`` for every generation (the steps computed are in the records)."""
     if task not in ("t2v", "i2v"):
         raise ValueError(f"task must be 't2v' or 'i2v'; got {task!r}")
     prompts, seeds = list(prompts), [int(s) for s in seeds]
@@ -348,7 +356,7 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
     images = [clip[0] for clip in truth_clips] if task == "i2v" else None
     model_records, model_clips = evaluate_pipeline(pipe, prompts, seeds, height, width, num_frames,
                                                    num_inference_steps, guidance, progress, images,
-                                                   max_sequence_length)
+                                                   max_sequence_length, step_cache)
     truth_records = score_clips(prompts, seeds, truth_clips)
     div_model, div_truth = diversity_by_prompt(model_records, model_clips), diversity_by_prompt(truth_records, truth_clips)
     model, ceiling = summarize(model_records, div_model), summarize(truth_records, div_truth)
@@ -360,7 +368,8 @@ def run_eval(pipe, prompts, seeds, height: int = 64, width: int = 64, num_frames
     result = dict(
         config=dict(config or {}, task=task, prompts=prompts, seeds=seeds, height=height, width=width,
                     num_frames=num_frames, max_sequence_length=max_sequence_length,
-                    num_inference_steps=num_inference_steps, guidance=repr(guidance)),
+                    num_inference_steps=num_inference_steps, guidance=repr(guidance),
+                    step_cache=None if step_cache is None else repr(step_cache)),
         summary=dict(model=model, ceiling=ceiling, **({"vae": vae} if vae else {})), ratios=ratios(model, ceiling),
         diversity=dict(model=div_model, ceiling=div_truth), records=dict(model=model_records, ceiling=truth_records),
     )
