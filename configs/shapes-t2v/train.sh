@@ -15,8 +15,11 @@ if [ ! -f data/shapes-mix/manifest.jsonl ]; then
 fi
 [ -d runs/shapes2-vae-images/final ] || videogen train --config $C/1-vae-images.yaml --resume latest
 [ -d runs/shapes2-vae-video2/final ] || videogen train --config $C/2-vae-video.yaml --resume latest
-[ -d runs/shapes2-init/final ] || videogen train --config $C/3-dit.yaml train.max_steps=0 model.pretrained=null \
-  data.cache=null model.vae=runs/shapes2-vae-video2/final/vae output_dir=runs/shapes2-init
+# The stage-3 start: the first stage-3 run's DiT, text encoder and tokenizer at step 4400 (committed, fp16), with the
+# stage-2 v2 VAE swapped in (warm start: it had learned colour and count; motion words come later in training).
+[ -d runs/shapes2-init/final ] || videogen train --config $C/3-dit.yaml train.max_steps=0 \
+  model.pretrained=$C/weights/dit-v1-step4400 data.cache=null model.vae=runs/shapes2-vae-video2/final/vae \
+  output_dir=runs/shapes2-init
 [ -f data/shapes-mix/cache-v2/.done ] || { videogen cache --data data/shapes-mix --model runs/shapes2-init/final \
   --out data/shapes-mix/cache-v2 --max-sequence-length 40 --batch-size 16 --image-latents && touch data/shapes-mix/cache-v2/.done; }
 [ -d runs/shapes2-dit/final ] || videogen train --config $C/3-dit.yaml --resume latest
