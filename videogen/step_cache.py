@@ -209,7 +209,16 @@ def plan_schedule(cache: StepCache, transformer, timesteps, calibration: Optiona
 
     if cache.threshold is not None:
         return cache.threshold, schedule(cache.threshold)
-    return threshold_for_speedup(schedule, cache.speedup)
+    return threshold_for_speedup(schedule, cache.speedup, high=search_bound(schedule, n / cache.speedup))
+
+
+def search_bound(schedule, target: float, start: float = 1.0, limit: float = 1e9) -> float:
+    """A threshold whose schedule computes at most ``target`` steps (doubling from ``start``), the upper end of
+    the bisection; ``limit`` if none does (the forced steps alone exceed the target)."""
+    high = start
+    while high < limit and sum(schedule(high)) > target:
+        high *= 2
+    return min(high, limit)
 
 
 def first_block_threshold(calibration: Optional[dict], n: int, speedup: float) -> float:
@@ -221,8 +230,10 @@ def first_block_threshold(calibration: Optional[dict], n: int, speedup: float) -
                          "--step-cache-threshold), or calibrate the model (`videogen cache-calibrate --model DIR`) "
                          "so a speed-up can be turned into one")
     changes = nearest_interp(changes, n)
-    threshold, _ = threshold_for_speedup(lambda thr: [True] * n if thr <= 0 else
-                                         teacache_schedule(changes, thr, None, first=1, last=0), speedup)
+    def schedule(thr):
+        return [True] * n if thr <= 0 else teacache_schedule(changes, thr, None, first=1, last=0)
+
+    threshold, _ = threshold_for_speedup(schedule, speedup, high=search_bound(schedule, n / speedup))
     return threshold
 
 
