@@ -258,6 +258,7 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
         batch_guidance: bool = True,
         extra_conditions: Optional[dict] = None,
         attention_kwargs: Optional[dict] = None,
+        step_cache=None,
     ):
         """Generate videos whose objects follow ``trajectory``.
 
@@ -275,8 +276,10 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
                 (0: the trajectory in every pass, CFG on the text only).
             guidance: any ``videogen.guidance`` chain instead; a pass with ``extra=False`` runs without the
                 trajectory.
+            step_cache: a ``videogen.step_cache.StepCache`` or a policy name (as ``TextToVideoPipeline``); the
+                adapter's terms are computed once per call, so they cost nothing on skipped steps either.
 
-        Returns: ``VideoPipelineOutput`` with ``.frames``.
+        Returns: ``VideoPipelineOutput`` with ``.frames`` (and ``.step_cache``, the steps computed, with a cache).
         """
         base_args = dict(
             prompt=prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
@@ -327,4 +330,5 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length, batch_guidance=batch_guidance,
             extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
+            step_cache=step_cache,
         )

@@ -346,3 +346,18 @@ def test_bad_trajectories(t2v_parts):
     with pytest.warns(UserWarning, match="no trajectory was given"):
         run(pipe)
     assert count_named_objects("a circle and a red square") == 2 and count_named_objects("a cat") == 0
+
+
+def test_step_cache_composes_with_the_adapter(t2v_parts):
+    from videogen.step_cache import StepCache
+
+    pipe = trajectory_pipe(t2v_parts, trained_adapter(t2v_parts["transformer"]))
+    kw = dict(trajectory=TRACK, guidance_scale=4.0, trajectory_guidance_scale=2.0, num_inference_steps=6)
+    plain = run(pipe, **kw)
+    out = pipe(**{**ARGS, **EMBEDS, "latents": NOISE.clone(), "output_type": "latent", **kw},
+               step_cache=StepCache("teacache", threshold=0.0))
+    assert torch.equal(out.frames, plain)  # a threshold that skips nothing: bit for bit
+    out = pipe(**{**ARGS, **EMBEDS, "latents": NOISE.clone(), "output_type": "latent", **kw},
+               step_cache=StepCache("teacache", speedup=2.0))
+    assert out.step_cache["num_computed"] <= 3 and torch.isfinite(out.frames).all()
+    assert max_abs_diff(out.frames, plain) > 0
