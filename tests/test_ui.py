@@ -34,6 +34,11 @@ def models(tmp_path_factory):
     _, parts = tiny_pipeline_parts(root / "parts")
     TextToVideoPipeline(**parts).save_pretrained(root / "t2v")
     CameraControlPipeline(**tiny_camera_parts(root / "camera_parts")).save_pretrained(root / "camera")
+    from pipelines import TrajectoryControlPipeline
+    from test_trajectory_adapter import trained_adapter
+
+    TrajectoryControlPipeline(**parts, trajectory_adapter=trained_adapter(parts["transformer"])).save_adapter(
+        root / "trajectory", base=root / "t2v")
     g = torch.Generator().manual_seed(0)
     save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(2, 24, generator=g),
                "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(24, 2, generator=g)},
@@ -235,13 +240,31 @@ def test_a_lora_that_does_not_fit_leaves_the_model_clean(app, models):
     assert same_video(load_video(app.run(settings(models))["video"]), base)
 
 
-def test_camera_and_trajectory_modes(app, models):
+def test_camera_and_trajectory_modes(app, models, tmp_path):
     camera = app.run(settings(models, model=str(models / "camera"), mode="camera", camera_preset="zoom-in",
                               camera_image=str(models / "first.png"), camera_scale=2.0, width=48))
     assert load_video(camera["video"]).shape == (5, 32, 48, 3)
     assert json.loads(open(camera["sidecar"]).read())["settings"]["camera_image"].endswith(".png")
     with pytest.raises(ValueError, match="needs a trajectory model"):  # checked tracks, no generation faked
         app.plan(settings(models, mode="trajectory", tracks_text="4,4 20,20"))
+    tracks = "4,4 28,20\n30,30 2,2"
+    done = app.run(settings(models, model=str(models / "trajectory"), mode="trajectory", tracks_text=tracks,
+                            trajectory_image=str(models / "first.png")))  # a T2V base: the frame is only drawn on
+    assert load_video(done["video"]).shape == (5, 32, 32, 3)
+    assert json.loads(open(done["sidecar"]).read())["settings"]["tracks_text"] == tracks
+    from pipelines import TrajectoryControlPipeline
+    from videogen.loading import load_pipeline
+
+    pipe = load_pipeline(models / "trajectory")  # the same generation through the library
+    pipe.set_progress_bar_config(disable=True)
+    plan = app.plan(settings(models, model=str(models / "trajectory"), mode="trajectory", tracks_text=tracks,
+                             seed=json.loads(open(done["sidecar"]).read())["settings"]["seed"]))
+    assert isinstance(pipe, TrajectoryControlPipeline) and plan["kwargs"]["trajectory"][0].shape == (2, 5, 2)
+    from videogen.io import save_video
+
+    lib = save_video(pipe(**plan["kwargs"], output_type="np").frames[0], tmp_path / "lib.mp4",
+                     fps=plan["settings"]["fps"])
+    assert same_video(load_video(done["video"]), load_video(lib))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -99,6 +99,17 @@ def is_trajectory_control(model: Path) -> bool:
     return pipeline_class_name(model) in TRAJECTORY_CONTROL_CLASSES
 
 
+def takes_start_image(model: Optional[Path]) -> bool:
+    """Whether the pipeline directory's transformer has image channels (``in_channels != out_channels``); for an
+    adapter-only directory (``base.json``), its base's; None: the embedded trajectory default."""
+    model = Path(model) if model is not None else default_model("trajectory")
+    base = model / "base.json"
+    if base.exists():
+        model = (model / json.loads(base.read_text())["base"]).resolve()
+    cfg = json.loads((model / "transformer" / "config.json").read_text())
+    return cfg.get("in_channels") != cfg.get("out_channels")
+
+
 def generates_from_text(model: Path) -> bool:
     """Whether the pipeline directory generates from a prompt alone: a text-to-video pipeline, or an image-to-video
     one trained with the image dropped (``image_optional`` in its model_index.json)."""

@@ -43,9 +43,11 @@ NO_CAMERA_MODEL = ("Camera control needs a camera-control model, and none is loa
                    "model yet. Enter a CameraControlPipeline directory under **Model directory** (one written by "
                    "`CameraControlPipeline.from_wan(WAN_I2V_DIR, transformer=FUN_CAMERA_DIT).save_pretrained(DIR)` "
                    "from the Wan2.1-Fun Control-Camera weights; see the README's Camera control section).")
-NO_TRAJECTORY_MODEL = ("Trajectory control needs a trajectory model, and videogen has none yet (no trajectory "
-                       "pipeline exists). The tracks were read and checked; download them as a track file "
-                       "(our JSON) to use once a trajectory model is available. Nothing was generated.")
+NO_TRAJECTORY_MODEL = ("Trajectory control needs a trajectory model, and none is loaded: enter a "
+                       "TrajectoryControlPipeline directory under **Model directory** (one trained with `videogen "
+                       "train --config configs/shapes-trajectory/adapter.yaml`, or ATI / Wan-Move weights loaded with "
+                       "`TrajectoryControlPipeline.from_wan(WAN_I2V_DIR, 'ati').save_pretrained(DIR)`; see the README's "
+                       "Trajectory control section). The tracks were read and checked. Nothing was generated.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,6 +406,21 @@ def model_status(model: Optional[str]) -> str:
         return f"`{model}`: {err}"
 
 
+def trajectory_status(model: Optional[str]) -> str:
+    """Which trajectory model the Trajectory tab uses (the Model directory's, else the embedded one); the message
+    saying what to do when there is none."""
+    from videogen.loading import DEFAULT_MODELS, default_model, is_trajectory_control
+
+    try:
+        if model and is_trajectory_control(Path(model)):
+            return f"Trajectory model: `{model}`."
+        if not model and DEFAULT_MODELS["trajectory"]:
+            return f"Trajectory model: the embedded `{default_model('trajectory').name}`."
+    except (OSError, ValueError):
+        pass
+    return NO_TRAJECTORY_MODEL
+
+
 def camera_status(model: Optional[str]) -> str:
     """Whether the Model directory holds a camera-control pipeline; the message saying what to do when not."""
     from videogen.loading import is_camera_control
@@ -474,13 +491,22 @@ class App:
         seed = int(settings.get("seed") if settings.get("seed") is not None else 0)
         if seed < 0:
             seed = random.randrange(2**31)
-        image = last_image = camera = None
+        image = last_image = camera = tracks = None
         if mode == "trajectory":
+            from videogen.loading import DEFAULT_MODELS, is_trajectory_control, takes_start_image
+
             tracks = parse_tracks(settings.get("tracks_text"), settings.get("tracks_file"), overrides["num_frames"],
                                   overrides["height"], overrides["width"])
             if tracks is None:
                 raise ValueError("trajectory mode: click points on the first frame or upload a track file")
-            raise ValueError(NO_TRAJECTORY_MODEL)
+            if (model is None and not DEFAULT_MODELS["trajectory"]) or (
+                    model is not None and not is_trajectory_control(Path(model))):
+                raise ValueError(NO_TRAJECTORY_MODEL)
+            first = file_path(settings.get("trajectory_image"))
+            target = Path(model) if model else None
+            # The first frame is where the tracks are drawn; it is the start image only for a model that takes one.
+            if first is not None and takes_start_image(target):
+                image = first
         if mode == "image-to-video":
             image, last_image = file_path(settings.get("image")), file_path(settings.get("last_image"))
             if image is None:
@@ -493,10 +519,10 @@ class App:
                 raise ValueError("camera mode: pick a preset or upload a pose file")
             image = file_path(settings.get("camera_image"))
         path = resolve_model(model, image=image is not None, last_image=last_image is not None,
-                             camera=camera is not None)
+                             camera=camera is not None, trajectory=tracks is not None)
         d = generation_defaults(path, overrides)
         kwargs = generation_arguments(path, settings["prompt"], d, image=image, last_image=last_image,
-                                      camera=camera, seed=seed)
+                                      camera=camera, trajectory=tracks, seed=seed)
         loras = lora_specs(settings.get("loras"), settings.get("lora_strengths"))
         for spec in loras:  # before any model loads, as the CLI does
             from videogen.loading import parse_lora_spec
@@ -716,7 +742,8 @@ def build_app(app: App):
                     with gr.Tab("Trajectory", id=MODES[3]) as tab_traj:
                         gr.Markdown("Click on the frame to add points to the current track; **New track** starts "
                                     "another. Or upload a track file (our JSON, ATI .pth, Wan-Move .npy, Tora "
-                                    ".txt). " + NO_TRAJECTORY_MODEL.split(" The tracks")[0] + ".")
+                                    ".txt). Track i moves the i-th object the prompt names.")
+                        trajectory_note = gr.Markdown(trajectory_status(app.model))
                         with gr.Row():
                             comps["trajectory_image"] = gr.File(label="First frame", file_types=["image"],
                                                                 type="filepath")
@@ -896,9 +923,9 @@ def build_app(app: App):
             comps[key].change(duration_text, [comps["num_frames"], comps["fps"]], length, queue=False)
 
         def on_model(model):
-            return model_status(model), camera_status(model)
+            return model_status(model), camera_status(model), trajectory_status(model)
 
-        comps["model"].change(on_model, comps["model"], [model_note, camera_note], queue=False)
+        comps["model"].change(on_model, comps["model"], [model_note, camera_note, trajectory_note], queue=False)
 
         keep = ("model", "mode", "prompt", "image", "last_image", "camera_image", "camera_file", "trajectory_image",
                 "tracks_text", "tracks_file", "loras", "lora_strengths", "lora_nonstrict", "seed")
