@@ -361,3 +361,24 @@ def test_step_cache_composes_with_the_adapter(t2v_parts):
                step_cache=StepCache("teacache", speedup=2.0))
     assert out.step_cache["num_computed"] <= 3 and torch.isfinite(out.frames).all()
     assert max_abs_diff(out.frames, plain) > 0
+
+
+def test_export_of_an_adapter_only_directory(t2v_parts, tmp_path):
+    from videogen.export import export_pipeline
+    from videogen.integrity import verify_checkpoint
+    from videogen.loading import load_pipeline
+
+    TextToVideoPipeline(**t2v_parts).save_pretrained(tmp_path / "models" / "base")
+    pipe = trajectory_pipe(t2v_parts, trained_adapter(t2v_parts["transformer"]))
+    pipe.save_adapter(tmp_path / "runs" / "final", base=tmp_path / "models" / "base")
+    ship = export_pipeline(tmp_path / "runs" / "final", tmp_path / "models" / "traj", generation_config={"steps": 3})
+    assert json.loads((ship / "base.json").read_text())["base"] == "../base"  # re-pointed from its new place
+    assert not (ship / "transformer").exists() and verify_checkpoint(ship) >= 4
+    weights = ship / "trajectory_adapter" / "diffusion_pytorch_model.safetensors"
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(weights)).values()} == {torch.float16}
+    assert json.loads((ship / "generation_config.json").read_text())["steps"] == 3
+    loaded = load_pipeline(ship)
+    loaded.set_progress_bar_config(disable=True)
+    assert max_abs_diff(run(loaded, trajectory=TRACK), run(pipe, trajectory=TRACK)) < 0.05  # fp16 weights

@@ -10,7 +10,8 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 
 def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | None = None) -> Path:
-    """Write the pipeline at ``src`` to ``dst`` with every weight stored as ``dtype`` (loading upcasts again:
+    """Write the pipeline at ``src`` to ``dst`` with every weight stored as ``dtype`` (an adapter-only directory:
+    ``export_adapter_dir``; loading upcasts again:
     ``videogen generate`` computes in fp32 on a CPU), ``generation_config.json`` (the defaults ``videogen
     generate`` uses for this model: ``src``'s own, such as the trainer's size and text length, updated by
     ``generation_config``), and ``SHA256SUMS`` (checked on every load). ``dst`` is replaced
@@ -23,6 +24,8 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
     src, dst = Path(src), Path(dst)
+    if (src / "base.json").exists():
+        return export_adapter_dir(src, dst, dtype, generation_config)
     pipe = load_pipeline(src)
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
@@ -31,6 +34,42 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    own = src / "generation_config.json"
+    merged = dict(json.loads(own.read_text()) if own.exists() else {}, **(generation_config or {}))
+    if merged:
+        (tmp / "generation_config.json").write_text(json.dumps(merged, indent=2) + "\n")
+    write_checksums(tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    return dst
+
+
+def export_adapter_dir(src, dst, dtype: str = "float16", generation_config: dict | None = None) -> Path:
+    """``export_pipeline`` for an adapter-only directory (``base.json``: a trained trajectory adapter over its
+    base): the adapter in ``dtype``, ``base.json`` re-pointed so that ``dst`` finds the same base (the path kept
+    relative, so ``checkpoints/`` moves as one), the generation defaults and ``SHA256SUMS``; the base is not copied."""
+    import os
+
+    import torch
+
+    from pipelines.trajectory_control import BASE_FILE
+    from videogen.integrity import write_checksums
+    from videogen.models.adapters import TrajectoryAdapter
+
+    src, dst = Path(src), Path(dst)
+    info = json.loads((src / BASE_FILE).read_text())
+    base = (src / info["base"]).resolve()
+    adapter = TrajectoryAdapter.from_pretrained(src / "trajectory_adapter").to(getattr(torch, dtype))
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rel = os.path.relpath(base, dst.resolve())
+    adapter.save_pretrained(tmp / "trajectory_adapter", safe_serialization=True)
+    (tmp / BASE_FILE).write_text(json.dumps({**info, "base": rel}, indent=2) + "\n")
+    index = json.loads((src / "model_index.json").read_text())
+    (tmp / "model_index.json").write_text(json.dumps({**index, "base": rel}, indent=2) + "\n")
     own = src / "generation_config.json"
     merged = dict(json.loads(own.read_text()) if own.exists() else {}, **(generation_config or {}))
     if merged:
