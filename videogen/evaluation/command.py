@@ -14,12 +14,14 @@ def add_cli(subparsers):
     p = subparsers.add_parser("eval", help="measure a pipeline on shapes-world prompts against rendered ground truth")
     p.add_argument("--model", required=True, help="pipeline directory (videogen or diffusers Wan2.1 T2V / I2V); "
                    "for --task vae also a VAE directory")
-    p.add_argument("--task", choices=["t2v", "i2v", "vae", "concept", "camera"], default="t2v",
+    p.add_argument("--task", choices=["t2v", "i2v", "vae", "concept", "camera", "trajectory"], default="t2v",
                    help="i2v: animate each ground-truth clip's first frame (an image-to-video pipeline); vae: the "
                         "VAE's round-trip PSNR per frame on the same ground truth; concept: how often a "
                         "personalized word (--concept, with --lora) shows its colour in unseen scenes; camera: "
                         "camera poses estimated from the frames of a camera-control pipeline (RotErr, TransErr, "
-                        "CamMC, direction accuracy) against rendered ground truth and the model with the camera off")
+                        "CamMC, direction accuracy) against rendered ground truth and the model with the camera off; "
+                        "trajectory: TrajError (px) of a trajectory-control pipeline's objects on held-out paths "
+                        "(lines, arcs, zigzags at unseen speeds) against rendered ground truth and the adapter off")
     p.add_argument("--concept", default=None, help="--task concept: the personalized word")
     p.add_argument("--camera-motions", dest="camera_motions", type=lambda s: [v.strip() for v in s.split(",")],
                    default=None, help="--task camera: comma-separated shapes-world camera motions (default: all 12)")
@@ -31,14 +33,20 @@ def add_cli(subparsers):
                    type=lambda s: [tuple(float(x) for x in w.split(":")) for w in s.split(",")], default=None,
                    help="--task camera: camera windows to sweep, START:STOP fractions, comma-separated")
     p.add_argument("--no-floor", dest="floor", action="store_false",
-                   help="--task camera: skip the model with the camera off")
+                   help="--task camera / trajectory: skip the model with the camera (the trajectory adapter) off")
+    p.add_argument("--num-cases", dest="num_cases", type=int, default=None,
+                   help="--task trajectory: held-out path cases (default 12: 3 kinds x 2 speeds x 1 or 2 objects)")
+    p.add_argument("--case-seed", dest="case_seed", type=int, default=0,
+                   help="--task trajectory: the seed the held-out paths are drawn with")
     p.add_argument("--concept-color", dest="concept_color", default="orange", help="--task concept: its colour")
     p.add_argument("--concept-shape", dest="concept_shape", default=None, help="--task concept: its shape")
     p.add_argument("--prompts", default="default",
                    help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
-    p.add_argument("--seeds", type=int, default=4, help="seeds per prompt (0..N-1)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per prompt (0..N-1; default 4, --task trajectory 2)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default 20; --task trajectory 12, so 12 cases x 2 seeds x (model + floor) "
+                        "take ~10 minutes at 64x64 on a CPU)")
     # Guidance defaults: the model's generation_config.json (what `videogen generate` uses), else CFG 5, no STG.
     p.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None, help="CFG scale (<= 1: off)")
     p.add_argument("--stg-scale", dest="stg_scale", type=float, default=None, help="STG scale (0: off)")
@@ -69,6 +77,17 @@ def add_cli(subparsers):
     return p
 
 
+TRAJECTORY_SEEDS = 2  # --task trajectory's default seeds and steps: ~10 minutes of a CPU for the embedded size
+TRAJECTORY_STEPS = 12
+
+
+def _class_name(model: Path) -> str:
+    """The pipeline class a directory's model_index.json names."""
+    from videogen.loading import pipeline_class_name
+
+    return pipeline_class_name(model) or "pipeline of unknown class"
+
+
 def cmd_eval(args) -> int:
     """Run ``videogen eval`` from parsed arguments."""
     from videogen.evaluation.evaluate import load_prompts, run_eval
@@ -77,7 +96,14 @@ def cmd_eval(args) -> int:
     from videogen.step_cache import step_cache_from_settings
 
     model = Path(args.model)
-    if args.task == "camera" and args.prompts in ("default", "camera"):
+    trajectory = args.task == "trajectory"
+    if args.seeds is None:
+        args.seeds = TRAJECTORY_SEEDS if trajectory else 4
+    if args.steps is None:
+        args.steps = TRAJECTORY_STEPS if trajectory else 20
+    if trajectory:
+        prompts = ["(the held-out cases name their own prompts)"]
+    elif args.task == "camera" and args.prompts in ("default", "camera"):
         from videogen.evaluation.camera import DEFAULT_CAMERA_PROMPTS
 
         prompts = list(DEFAULT_CAMERA_PROMPTS)[: args.limit]
@@ -100,6 +126,13 @@ def cmd_eval(args) -> int:
         return 0
     if not (model / "model_index.json").exists():
         raise FileNotFoundError(f"no pipeline directory (model_index.json) at {model}")
+    if trajectory:
+        from videogen.loading import is_trajectory_control
+
+        if not is_trajectory_control(model):  # before anything loads
+            raise ValueError(f"--task trajectory needs a trajectory-control model (a TrajectoryControlPipeline with a "
+                             f"trajectory adapter); {model} holds a {_class_name(model)}, which has no trajectory "
+                             "adapter")
     d = generation_defaults(model, vars(args))  # guidance and text length: flags, else the model's own defaults
     guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])
     pipe = load_pipeline(model, args.device)
@@ -120,6 +153,22 @@ def cmd_eval(args) -> int:
         run_camera_eval(pipe, prompts, range(args.seeds), args.camera_motions or EVAL_MOTIONS, settings, args.height,
                         args.width, args.num_frames, args.steps, d["guidance_scale"], d["max_sequence_length"],
                         args.out, args.floor, args.progress, stg)
+        return 0
+    if trajectory:
+        from videogen.evaluation.evaluate import write_result
+        from videogen.evaluation.trajectory import DEFAULT_NUM_CASES, held_out_cases, run_trajectory_eval
+
+        if getattr(pipe, "trajectory_adapter", None) is None:
+            raise ValueError(f"--task trajectory measures a Tora-mode trajectory adapter on text-to-video; {model} "
+                             "has no trajectory adapter (ATI / Wan-Move checkpoints need a start image)")
+        num_cases = DEFAULT_NUM_CASES if args.num_cases is None else args.num_cases
+        cases = held_out_cases(num_cases, args.case_seed, args.num_frames, args.height, args.width)
+        stg = dict(stg_scale=d["stg_scale"], stg_blocks=d["stg_blocks"], stg_mode=d["stg_mode"])
+        result = run_trajectory_eval(pipe, cases, range(args.seeds), args.height, args.width, args.num_frames,
+                                     args.steps, d["guidance_scale"], d["max_sequence_length"], None, args.floor,
+                                     args.progress, stg, d["trajectory_strength"], d["trajectory_scale"])
+        result["config"].update({k: v for k, v in config.items() if k != "prompt_set"})
+        write_result(args.out, "trajectory_eval.json", result)
         return 0
     is_i2v = type(pipe).__name__ == "ImageToVideoPipeline"
     text_too = is_i2v and pipe.config.get("image_optional", False)  # one model for both tasks
