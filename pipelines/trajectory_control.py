@@ -32,12 +32,18 @@ def count_named_objects(prompt: str, nouns: Sequence[str] = OBJECT_NOUNS) -> int
     return len(re.findall(pattern, prompt.lower()))
 
 
+def flow_latents(vae, flows: torch.Tensor) -> torch.Tensor:
+    """Flow videos ``[B, 3, F, H, W]`` in [-1, 1] through ``vae``: posterior mode, normalised like the video
+    latents (the full-sequence path, which equals the streaming one and is faster on a batch)."""
+    param = next(vae.parameters())
+    flows = flows.to(device=param.device, dtype=param.dtype)
+    return vae.normalize_latents(vae.encode(flows, streaming=False).latent_dist.mode().float())
+
+
 def motion_latents(vae, tracks: torch.Tensor, visible: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Tora's motion latents ``[1, z_dim, F', h, w]``: the tracks' flow video (``tora_flow_video``: sparse flow,
-    Gaussian blur, colour wheel, in [-1, 1]) through ``vae`` (posterior mode, normalised like the video latents)."""
-    param = next(vae.parameters())
-    flow = tora_flow_video(tracks, visible, height, width)[None].to(device=param.device, dtype=param.dtype)
-    return vae.normalize_latents(vae.encode(flow).latent_dist.mode().float())
+    Gaussian blur, colour wheel, in [-1, 1]) through ``vae`` (``flow_latents``)."""
+    return flow_latents(vae, tora_flow_video(tracks, visible, height, width)[None])
 
 
 class TrajectoryControlPipeline(ImageToVideoPipeline):

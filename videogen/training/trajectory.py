@@ -98,7 +98,8 @@ class TrajectoryTask:
         objects; only the first k of them with probability ``trajectory.partial_prob``; none, scale 0, with
         ``trajectory.drop_prob`` or for a clip without objects) as Tora's flow video through the frozen VAE. Draws
         are made for the ``global_batch`` and sliced with ``local``."""
-        from pipelines.trajectory_control import motion_latents
+        from pipelines.trajectory_control import flow_latents
+        from videogen.conditioning.trajectory import tora_flow_video
 
         c = self.cfg["trajectory"]
         if "video" not in batch:
@@ -110,20 +111,20 @@ class TrajectoryTask:
         partial = local(torch.rand(n, generator=generator) < c["partial_prob"])
         fraction = local_list(torch.rand(n, generator=generator).tolist(), local)
         metadata = batch.get("metadata") or [None] * b
-        param = next(self.vae.parameters())
-        motions, scales = [], []
-        with torch.no_grad():
-            for i in range(b):
-                tracks = clip_tracks(metadata[i], f, h, w)
-                if tracks is not None and partial[i] and tracks[0].shape[0] > 1:
-                    tracks = keep_first(*tracks, 1 + int(fraction[i] * (tracks[0].shape[0] - 1)))
-                if tracks is None or drop[i]:
-                    tracks = (torch.zeros(1, f, 2), torch.zeros(1, f, dtype=torch.bool))  # an all-zero flow
-                    scales.append(0.0)
-                else:
-                    scales.append(1.0)
-                motions.append(motion_latents(self.vae, *tracks, h, w).to(param.device))
-        return video, (torch.cat(motions), torch.tensor(scales))
+        flows, scales = [], []
+        for i in range(b):
+            tracks = clip_tracks(metadata[i], f, h, w)
+            if tracks is not None and partial[i] and tracks[0].shape[0] > 1:
+                tracks = keep_first(*tracks, 1 + int(fraction[i] * (tracks[0].shape[0] - 1)))
+            if tracks is None or drop[i]:
+                tracks = (torch.zeros(1, f, 2), torch.zeros(1, f, dtype=torch.bool))  # an all-zero flow
+                scales.append(0.0)
+            else:
+                scales.append(1.0)
+            flows.append(tora_flow_video(*tracks, h, w))
+        with torch.no_grad():  # the whole batch through the frozen VAE at once
+            motion = flow_latents(self.vae, torch.stack(flows))
+        return video, (motion, torch.tensor(scales))
 
     def model_inputs(self, prepared, device) -> dict:
         """The trained module's extra inputs for ``prepare``'s motion latents and scales, on ``device``."""
