@@ -19,7 +19,6 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     import torch
 
     from videogen.loading import load_pipeline
-    from videogen.integrity import write_checksums
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}; got {dtype!r}")
@@ -30,10 +29,25 @@ def export_pipeline(src, dst, dtype: str = "float16", generation_config: dict | 
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
             component.to(getattr(torch, dtype))
+    tmp = fresh_beside(dst)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    return finish(src, tmp, dst, generation_config)
+
+
+def fresh_beside(dst: Path) -> Path:
+    """An empty folder beside ``dst`` (``.NAME.tmp``) to write the export into before it replaces ``dst``."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def finish(src: Path, tmp: Path, dst: Path, generation_config: dict | None) -> Path:
+    """Write the generation defaults (``src``'s own updated by ``generation_config``) and ``SHA256SUMS`` into
+    ``tmp``, then put ``tmp`` in the place of ``dst``."""
+    from videogen.integrity import write_checksums
+
     own = src / "generation_config.json"
     merged = dict(json.loads(own.read_text()) if own.exists() else {}, **(generation_config or {}))
     if merged:
@@ -54,31 +68,19 @@ def export_adapter_dir(src, dst, dtype: str = "float16", generation_config: dict
     import torch
 
     from pipelines.trajectory_control import BASE_FILE
-    from videogen.integrity import write_checksums
     from videogen.models.adapters import TrajectoryAdapter
 
     src, dst = Path(src), Path(dst)
     info = json.loads((src / BASE_FILE).read_text())
     base = (src / info["base"]).resolve()
     adapter = TrajectoryAdapter.from_pretrained(src / "trajectory_adapter").to(getattr(torch, dtype))
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_beside(dst)
     rel = os.path.relpath(base, dst.resolve())
     adapter.save_pretrained(tmp / "trajectory_adapter", safe_serialization=True)
     (tmp / BASE_FILE).write_text(json.dumps({**info, "base": rel}, indent=2) + "\n")
     index = json.loads((src / "model_index.json").read_text())
     (tmp / "model_index.json").write_text(json.dumps({**index, "base": rel}, indent=2) + "\n")
-    own = src / "generation_config.json"
-    merged = dict(json.loads(own.read_text()) if own.exists() else {}, **(generation_config or {}))
-    if merged:
-        (tmp / "generation_config.json").write_text(json.dumps(merged, indent=2) + "\n")
-    write_checksums(tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    tmp.rename(dst)
-    return dst
+    return finish(src, tmp, dst, generation_config)
 
 
 def directory_size(path) -> int:
