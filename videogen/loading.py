@@ -311,9 +311,6 @@ def generation_arguments(model: Path, prompt: str, settings: dict, *, image=None
     cache = step_cache_from_settings(settings.get("step_cache"), settings.get("speedup"),
                                      settings.get("step_cache_threshold"))
     if cache is not None:
-        if is_trajectory_control(model):
-            raise ValueError("step caching (--step-cache / --speedup) is not wired into the trajectory-control "
-                             "pipeline yet; leave it out for this model")
         conditions["step_cache"] = cache
     if image is not None:
         from videogen.conditioning.image import load_image
