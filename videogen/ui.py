@@ -32,7 +32,7 @@ CONTROLS = (
     "image", "last_image",
     "camera_image", "camera_preset", "camera_file", "camera_strength", "camera_scale", "camera_null",
     "camera_window_start", "camera_window_stop", "camera_speed",
-    "trajectory_image", "tracks_text", "tracks_file",
+    "trajectory_image", "tracks_text", "tracks_file", "trajectory_strength", "trajectory_scale",
     "loras", "lora_strengths", "lora_nonstrict",
     "guidance_scale", "stg_scale", "stg_mode", "stg_blocks", "scheduler", "step_cache", "speedup",
     "seed", "steps", "height", "width", "num_frames", "fps", "max_sequence_length", "preview_every",
@@ -69,6 +69,7 @@ def default_settings(model: Optional[str] = None) -> dict:
         camera_scale=float(d["camera_scale"]), camera_null=d["camera_null"], camera_window_start=float(window[0]),
         camera_window_stop=float(window[1]), camera_speed=float(d["camera_speed"]),
         trajectory_image=None, tracks_text="", tracks_file=None,
+        trajectory_strength=float(d["trajectory_strength"]), trajectory_scale=float(d["trajectory_scale"]),
         loras=[], lora_strengths="", lora_nonstrict=False,
         guidance_scale=float(d["guidance_scale"]), stg_scale=float(d["stg_scale"]), stg_mode=d["stg_mode"],
         stg_blocks=",".join(str(b) for b in d["stg_blocks"]), scheduler=d["scheduler"] or "checkpoint",
@@ -125,6 +126,8 @@ def generation_overrides(settings: dict) -> dict:
         camera_null=settings["camera_null"], camera_strength=float(settings["camera_strength"]),
         camera_window=[float(settings["camera_window_start"]), float(settings["camera_window_stop"])],
         camera_speed=float(settings["camera_speed"]),
+        trajectory_strength=float(settings["trajectory_strength"]),
+        trajectory_scale=float(settings["trajectory_scale"]),
         **step_cache_overrides(settings),
     )
 
@@ -751,6 +754,11 @@ def build_app(app: App):
                         canvas = gr.Image(label="Tracks (click to add a point)", interactive=False, height=280)
                         comps["tracks_text"] = gr.Textbox(label="Tracks (one per line: x0,y0 x1,y1 ... in output "
                                                           "pixels)", lines=2, value=d["tracks_text"])
+                        with gr.Row():
+                            comps["trajectory_strength"] = gr.Slider(0, 2, value=d["trajectory_strength"],
+                                                                     step=0.05, label="Trajectory strength")
+                            comps["trajectory_scale"] = gr.Slider(0, 8, value=d["trajectory_scale"], step=0.5,
+                                                                  label="Trajectory guidance (0: off)")
                         with gr.Row():
                             new_btn = gr.Button("New track", size="sm")
                             undo_btn = gr.Button("Undo point", size="sm")
