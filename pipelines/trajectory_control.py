@@ -46,6 +46,14 @@ def motion_latents(vae, tracks: torch.Tensor, visible: torch.Tensor, height: int
     return flow_latents(vae, tora_flow_video(tracks, visible, height, width)[None])
 
 
+def _load_base(path: Path):
+    """A base pipeline directory by the class its model_index.json names (ours: text- or image-to-video)."""
+    from pipelines.text_to_video import TextToVideoPipeline
+
+    name = json.loads((Path(path) / "model_index.json").read_text()).get("_class_name")
+    return (ImageToVideoPipeline if name == "ImageToVideoPipeline" else TextToVideoPipeline).from_pretrained(path)
+
+
 class TrajectoryControlPipeline(ImageToVideoPipeline):
     """Videos whose objects follow given tracks: the first object the prompt names follows the first track, and so on.
 
@@ -121,16 +129,15 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
     @classmethod
     def from_adapter_dir(cls, directory: Union[str, os.PathLike], load_base=None) -> "TrajectoryControlPipeline":
         """The pipeline of an adapter-only directory (``save_adapter``): its base loaded with ``load_base(path)``
-        (default: ``videogen.loading.load_pipeline``) and the adapter from ``trajectory_adapter/``."""
+        (default: the text- or image-to-video class its ``model_index.json`` names; ``videogen.loading.load_pipeline``
+        passes itself, so the base is checked and cast as any model) and the adapter from ``trajectory_adapter/``."""
         directory = Path(directory)
         info = json.loads((directory / BASE_FILE).read_text())
         base_dir = (directory / info["base"]).resolve()
         if not (base_dir / "model_index.json").exists():
             raise FileNotFoundError(f"{directory}/{BASE_FILE} points at the base {base_dir}, which is not a pipeline "
                                     "directory (no model_index.json)")
-        if load_base is None:
-            from videogen.loading import load_pipeline as load_base
-        base = load_base(base_dir)
+        base = (load_base or _load_base)(base_dir)
         adapter = TrajectoryAdapter.from_pretrained(directory / "trajectory_adapter")
         param = next(base.transformer.parameters())
         return cls.from_base(base, adapter.to(param.device), trajectory_mode=info.get("trajectory_mode", "tora"))

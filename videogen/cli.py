@@ -187,24 +187,6 @@ def add_lora_arguments(parser) -> None:
                         help="load a LoRA's matching keys and warn about the rest (default: an error listing them)")
 
 
-def add_speed_arguments(parser) -> None:
-    """``--step-cache``, ``--speedup``, ``--step-cache-threshold`` and ``--attention`` on a subcommand (generate,
-    eval): the defaults are the model's generation_config.json, else no cache and PyTorch's SDPA."""
-    from videogen.step_cache import POLICIES
-
-    parser.add_argument("--step-cache", dest="step_cache", choices=list(POLICIES) + ["none"], default=None,
-                        help="skip the DiT's block stack at some steps, reusing its residual per guidance pass: "
-                             "teacache, magcache (calibrated: videogen cache-calibrate) or first-block")
-    parser.add_argument("--speedup", type=float, default=None,
-                        help="target speed-up of the step cache, e.g. 2 (computes about steps / 2 steps; default "
-                             "2 with --step-cache; alone: the default policy)")
-    parser.add_argument("--step-cache-threshold", dest="step_cache_threshold", type=float, default=None,
-                        help="the policy's threshold instead of a speed-up (0: skip nothing)")
-    parser.add_argument("--attention", default=None,
-                        help="attention backend of diffusers' dispatcher: native, flash, sage, xformers, flex, ... "
-                             "(default: PyTorch's SDPA); it must be installed")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `videogen` command."""
     parser = argparse.ArgumentParser(prog="videogen", description="Latent video diffusion toolkit.")
@@ -257,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="text tokens, padded (default: the checkpoint's generation_config, else Wan's 512; a model "
                           "samples best at the length it was trained with)")
     add_lora_arguments(gen)
+    from videogen.step_cache import add_speed_arguments
+
     add_speed_arguments(gen)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -310,3 +310,19 @@ def read_calibration(model_dir) -> Optional[dict]:
     if not path.is_file():
         return None
     return json.loads(path.read_text()).get(CALIBRATION_KEY)
+
+
+def add_speed_arguments(parser) -> None:
+    """``--step-cache``, ``--speedup``, ``--step-cache-threshold`` and ``--attention`` on a subcommand (generate,
+    eval): the defaults are the model's generation_config.json, else no cache and PyTorch's SDPA."""
+    parser.add_argument("--step-cache", dest="step_cache", choices=list(POLICIES) + ["none"], default=None,
+                        help="skip the DiT's block stack at some steps, reusing its residual per guidance pass: "
+                             "teacache, magcache (calibrated: videogen cache-calibrate) or first-block")
+    parser.add_argument("--speedup", type=float, default=None,
+                        help="target speed-up of the step cache, e.g. 2 (computes about steps / 2 steps; default "
+                             "2 with --step-cache; alone: the default policy)")
+    parser.add_argument("--step-cache-threshold", dest="step_cache_threshold", type=float, default=None,
+                        help="the policy's threshold instead of a speed-up (0: skip nothing)")
+    parser.add_argument("--attention", default=None,
+                        help="attention backend of diffusers' dispatcher: native, flash, sage, xformers, flex, ... "
+                             "(default: PyTorch's SDPA); it must be installed")

@@ -70,7 +70,7 @@ def add_cli(subparsers):
                    help="evaluate with this LoRA loaded (any Wan scheme), at SCALE (default 1); repeatable")
     p.add_argument("--lora-nonstrict", dest="lora_nonstrict", action="store_true",
                    help="load a LoRA's matching keys and warn about the rest")
-    from videogen.cli import add_speed_arguments
+    from videogen.step_cache import add_speed_arguments
 
     add_speed_arguments(p)
     p.set_defaults(func=cmd_eval)
