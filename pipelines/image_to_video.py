@@ -269,3 +269,17 @@ class ImageToVideoPipeline(VideoDiffusionPipeline):
             extra_conditions={**(extra_conditions or {}), **conditions}, attention_kwargs=attention_kwargs,
             step_cache=step_cache,
         )
+
+
+def load_base_pipeline(path: Union[str, os.PathLike]):
+    """A text- or image-to-video pipeline directory (ours, or a diffusers-format Wan2.1 T2V / I2V one), loaded as
+    the class its ``model_index.json`` names."""
+    import json
+
+    from pipelines.text_to_video import TextToVideoPipeline
+
+    path = os.fspath(path)
+    name = json.loads(open(os.path.join(path, "model_index.json")).read()).get("_class_name")
+    image = name in ("ImageToVideoPipeline", "WanImageToVideoPipeline")
+    cls = ImageToVideoPipeline if image else TextToVideoPipeline
+    return cls.from_wan(path) if name in ("WanPipeline", "WanImageToVideoPipeline") else cls.from_pretrained(path)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from pipelines.base import Conditions, load_wan_components
-from pipelines.image_to_video import ImageToVideoPipeline, as_list
+from pipelines.image_to_video import ImageToVideoPipeline, as_list, load_base_pipeline
 from videogen.conditioning.image import load_image
 from videogen.conditioning.trajectory import ati_condition, tora_flow_video, tracks_from, wan_move_condition
 from videogen.guidance import Guidance, Guider, Pass, camera_guidance
@@ -44,14 +44,6 @@ def motion_latents(vae, tracks: torch.Tensor, visible: torch.Tensor, height: int
     """Tora's motion latents ``[1, z_dim, F', h, w]``: the tracks' flow video (``tora_flow_video``: sparse flow,
     Gaussian blur, colour wheel, in [-1, 1]) through ``vae`` (``flow_latents``)."""
     return flow_latents(vae, tora_flow_video(tracks, visible, height, width)[None])
-
-
-def _load_base(path: Path):
-    """A base pipeline directory by the class its model_index.json names (ours: text- or image-to-video)."""
-    from pipelines.text_to_video import TextToVideoPipeline
-
-    name = json.loads((Path(path) / "model_index.json").read_text()).get("_class_name")
-    return (ImageToVideoPipeline if name == "ImageToVideoPipeline" else TextToVideoPipeline).from_pretrained(path)
 
 
 class TrajectoryControlPipeline(ImageToVideoPipeline):
@@ -137,7 +129,7 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
         if not (base_dir / "model_index.json").exists():
             raise FileNotFoundError(f"{directory}/{BASE_FILE} points at the base {base_dir}, which is not a pipeline "
                                     "directory (no model_index.json)")
-        base = (load_base or _load_base)(base_dir)
+        base = (load_base or load_base_pipeline)(base_dir)
         adapter = TrajectoryAdapter.from_pretrained(directory / "trajectory_adapter")
         param = next(base.transformer.parameters())
         return cls.from_base(base, adapter.to(param.device), trajectory_mode=info.get("trajectory_mode", "tora"))

@@ -3,7 +3,6 @@ word-level tokenizer trained on the dataset's captions and a T5 encoder built fr
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional
@@ -37,13 +36,9 @@ def build_text_encoder(config: dict, vocab_size: int):
 
 def load_pretrained_pipeline(path: str | Path):
     """A pipeline directory (ours, or a diffusers-format Wan2.1 T2V / I2V one), loaded as its class."""
-    from pipelines import ImageToVideoPipeline, TextToVideoPipeline
+    from pipelines.image_to_video import load_base_pipeline
 
-    path = Path(path)
-    name = json.loads((path / "model_index.json").read_text()).get("_class_name")
-    if name in ("WanPipeline", "WanImageToVideoPipeline"):
-        return (ImageToVideoPipeline if name == "WanImageToVideoPipeline" else TextToVideoPipeline).from_wan(path)
-    return (ImageToVideoPipeline if name == "ImageToVideoPipeline" else TextToVideoPipeline).from_pretrained(path)
+    return load_base_pipeline(path)
 
 
 def build_vae(spec):
