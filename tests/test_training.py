@@ -565,3 +565,23 @@ def test_joint_text_and_image_to_video_training(tmp_path):
     proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'bad'}", *common[:-1],
                    "train.i2v=false", "train.image_dropout=0.5")
     assert proc.returncode != 0 and "image_dropout" in proc.stderr
+
+
+def test_fp16_checkpoint_trains_in_float32(tmp_path, data):
+    """A pipeline saved in fp16 (as the committed warm starts are) trains: the trained transformer and text encoder
+    are cast to float32 (AdamW on fp16 weights turned the loss NaN after one update), the frozen VAE is not."""
+    from _tiny import tiny_pipeline_parts
+    from pipelines import TextToVideoPipeline
+
+    _, parts = tiny_pipeline_parts(tmp_path)
+    for name in ("transformer", "text_encoder"):
+        parts[name] = parts[name].to(torch.float16)
+    TextToVideoPipeline(**parts).save_pretrained(tmp_path / "pipe")
+    config = write_config(tmp_path, data={"root": str(data)}, train={"max_steps": 3, "train_text_encoder": True})
+    proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / 'run'}", "checkpoint.every=0",
+                   "model.pretrained=" + str(tmp_path / "pipe"), "model.vae=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(np.isfinite(losses)), losses
+    weights = final_tensors(tmp_path / "run")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())

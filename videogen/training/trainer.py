@@ -169,6 +169,11 @@ class Trainer:
             trained = [self.model]
         if t["gradient_checkpointing"]:
             (self.model.vae if cfg["task"] == "vae" else self.model).enable_gradient_checkpointing()
+        # Trainable weights in float32 whatever the checkpoint stored (an fp16 text encoder under AdamW turns the
+        # loss NaN on the first update), as diffusers' training scripts do; frozen parts keep their dtype.
+        from diffusers.training_utils import cast_training_params
+
+        cast_training_params(trained, dtype=torch.float32)
         params = [p for m in trained for p in m.parameters() if p.requires_grad]
         self._trained_params = params
         self.num_trainable = sum(p.numel() for p in params)
