@@ -393,3 +393,35 @@ def test_cache_cli(tmp_path, tiny_models, capsys):
         assert json.loads(f.metadata()["params"])["model"] == model_identity(vae, tokenizer, text_encoder)
     args = parser.parse_args(argv)
     assert args.func(args) == 0 and "0 written, 1 reused" in capsys.readouterr().out
+
+
+def test_scan_record_replays_unchanged_files_and_rescans_changed_ones(tmp_path, monkeypatch):
+    """A second scan of an unchanged folder decodes nothing and reports the same skips (warnings included); a file
+    changed since, or other dataset settings, are scanned again."""
+    bad = write_bad_folder(tmp_path)
+    first = VideoFolderDataset(tmp_path, num_frames=9, size=(H, W), warn=False).scan()
+    assert (tmp_path / ".videogen-scan.json").is_file() and first["skipped"] == 2
+
+    loaded = []
+    original = VideoFolderDataset.load_sample
+
+    def counting(self, index, epoch=None):
+        loaded.append(str(self.entries[index].video))
+        return original(self, index, epoch=epoch)
+
+    monkeypatch.setattr(VideoFolderDataset, "load_sample", counting)
+    ds = VideoFolderDataset(tmp_path, num_frames=9, size=(H, W))
+    with pytest.warns(SkippedVideoWarning) as caught:
+        again = ds.scan()
+    assert loaded == [] and again == first
+    assert sorted(str(w.message).split()[3].rstrip(":") for w in caught) == sorted(bad)
+
+    save_video(smooth_clip(seed=5), tmp_path / "truncated.mp4", fps=8)  # repaired: this file alone is decoded again
+    fixed = VideoFolderDataset(tmp_path, num_frames=9, size=(H, W), warn=False).scan()
+    assert loaded == [str(tmp_path / "truncated.mp4")] and fixed["skipped"] == 1
+    loaded.clear()
+    VideoFolderDataset(tmp_path, num_frames=13, size=(H, W), warn=False).scan()  # new settings: everything
+    assert len(loaded) == 4
+    loaded.clear()
+    VideoFolderDataset(tmp_path, num_frames=13, size=(H, W), warn=False).scan(record=False)
+    assert len(loaded) == 4

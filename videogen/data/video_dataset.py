@@ -85,6 +85,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from videogen.data.scan_record import path_stamp as scan_record_stamp
 from videogen.io import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, load_video, resample_indices, video_info
 from videogen.validation import check_num_frames
 
@@ -449,25 +450,54 @@ class VideoFolderDataset(Dataset):
             return
         kind = "too_short" if isinstance(err, _TooShort) else "unreadable"
         reason = " ".join((str(err) if kind == "too_short" else f"{type(err).__name__}: {err}").split())
+        self._record_unusable(index, kind, reason)
+
+    def _record_unusable(self, index: int, kind: str, reason: str) -> None:
+        """Mark sample ``index`` unusable (``kind``: "unreadable" or "too_short") and warn."""
+        if index in self._bad:
+            return
         self._bad[index] = (kind, reason)
         if self.warn:
             what = "too short" if kind == "too_short" else "unreadable"
             warnings.warn(f"skipping {what} video {self.entries[index].video}: {reason}", SkippedVideoWarning,
                           stacklevel=3)
 
-    def scan(self, progress: bool = False) -> dict:
-        """Load every sample once (video and metadata), so that every bad file is known; return ``summary()``."""
+    def scan(self, progress: bool = False, record: bool = True) -> dict:
+        """Load every sample once (video and metadata), so that every bad file is known; return ``summary()``.
+
+        ``record``: reuse and update ``root/.videogen-scan.json`` (``videogen.data.scan_record``), so files
+        unchanged since the last scan with the same settings are not decoded again (their results are replayed,
+        skip warnings included)."""
         from tqdm.auto import tqdm
 
+        from videogen.data import scan_record
+
+        settings = self._scan_settings()
+        known = scan_record.load_record(self.root, settings) if record else {}
+        files = {}
         for index in tqdm(range(len(self.entries)), desc="scanning videos", disable=not progress):
-            if index in self._bad:
-                continue
-            try:
-                self.load_sample(index, epoch=0)
-            except Exception as err:  # noqa: BLE001
-                self.mark_unusable(index, err)
+            entry = self.entries[index]
+            key, stamp = f"{index}\t{entry.video}", scan_record.entry_stamp(entry)
+            past = known.get(key)
+            if index not in self._bad and past is not None and past[0] == stamp:
+                if past[1] is not None:
+                    self._record_unusable(index, *past[1])
+            elif index not in self._bad:
+                try:
+                    self.load_sample(index, epoch=0)
+                except Exception as err:  # noqa: BLE001
+                    self.mark_unusable(index, err)
+            files[key] = [stamp, list(self._bad[index]) if index in self._bad else None]
+        if record:
+            scan_record.save_record(self.root, settings, files)
         self.scanned = True
         return self.summary()
+
+    def _scan_settings(self) -> dict:
+        """What decides a sample's usability besides its files: the frame / size / rate settings and the manifest."""
+        manifest = None if self.manifest is None else [str(self.manifest), *(scan_record_stamp(self.manifest) or [])]
+        return dict(num_frames=self.frame_counts, sizes=[list(s) for s in self.sizes], fps=self.fps,
+                    frame_stride=self.frame_stride, manifest=manifest)
 
     def is_usable(self, index: int) -> bool:
         """False once sample ``index`` is known to be unusable (True for samples not tried yet)."""
