@@ -94,18 +94,26 @@ class TrajectoryTask:
         return accelerator.unwrap_model(self.model).adapter
 
     def prepare(self, batch: dict, generator: torch.Generator, global_batch: int, local):
-        """``(video [B, 3, F, H, W], (motion latents [B, z, F', h, w], scale [B]))``: each clip's tracks (all its
-        objects; only the first k of them with probability ``trajectory.partial_prob``; none, scale 0, with
-        ``trajectory.drop_prob`` or for a clip without objects) as Tora's flow video through the frozen VAE. Draws
-        are made for the ``global_batch`` and sliced with ``local``."""
+        """``(video [B, 3, F, H, W] or None, (motion latents [B, z, F', h, w], scale [B]))``: each clip's tracks
+        (all its objects; only the first k of them with probability ``trajectory.partial_prob``; none, scale 0,
+        with ``trajectory.drop_prob`` or for a clip without objects) as Tora's flow video through the frozen VAE.
+        A batch from a latent cache (``videogen cache``, which keeps each clip's metadata) gives no video (None):
+        its pixel size comes from the latents' shape. Draws are made for the ``global_batch`` and sliced with
+        ``local``."""
         from pipelines.trajectory_control import flow_latents
         from videogen.conditioning.trajectory import tora_flow_video
 
         c = self.cfg["trajectory"]
-        if "video" not in batch:
-            raise ValueError("task trajectory needs videos with object metadata (not a latent cache)")
-        video = batch["video"]
-        b, _, f, h, w = video.shape
+        if "video" in batch:
+            video = batch["video"]
+            b, _, f, h, w = video.shape
+        elif "latents" in batch:
+            video = None
+            b, _, lf, lh, lw = batch["latents"].shape
+            tc, sc = self.vae.temporal_compression, self.vae.spatial_compression
+            f, h, w = 1 + tc * (lf - 1), lh * sc, lw * sc
+        else:
+            raise ValueError("task trajectory needs a batch of videos or of cached latents, with object metadata")
         n = global_batch
         drop = local(torch.rand(n, generator=generator) < c["drop_prob"])
         partial = local(torch.rand(n, generator=generator) < c["partial_prob"])
