@@ -15,6 +15,8 @@ if [ ! -f data/shapes-mix/manifest.jsonl ]; then
 fi
 [ -d runs/shapes2-vae-images/final ] || videogen train --config $C/1-vae-images.yaml --resume latest
 [ -d runs/shapes2-vae-video2/final ] || videogen train --config $C/2-vae-video.yaml --resume latest
+# Stage 2b: the decoder alone on full 17-frame clips (the latents, so the cache and the DiT below, stay valid).
+[ -d runs/shapes2-vae-decoder/final ] || videogen train --config $C/2b-vae-decoder.yaml --resume latest
 # The stage-3 start: the first stage-3 run's DiT, text encoder and tokenizer at step 4400 (committed, fp16), with the
 # stage-2 v2 VAE swapped in (warm start: it had learned colour and count; motion words come later in training).
 [ -d runs/shapes2-init/final ] || videogen train --config $C/3-dit.yaml train.max_steps=0 \
@@ -23,3 +25,7 @@ fi
 [ -f data/shapes-mix/cache-v2/.done ] || { videogen cache --data data/shapes-mix --model runs/shapes2-init/final \
   --out data/shapes-mix/cache-v2 --max-sequence-length 40 --batch-size 16 --image-latents && touch data/shapes-mix/cache-v2/.done; }
 [ -d runs/shapes2-dit/final ] || videogen train --config $C/3-dit.yaml --resume latest
+# The pipeline to ship: the stage-3 DiT and text encoder with the stage-2b decoder (same encoder, same latents).
+[ -d runs/shapes2-final/final ] || videogen train --config $C/3-dit.yaml train.max_steps=0 \
+  model.pretrained=runs/shapes2-dit/final model.vae=runs/shapes2-vae-decoder/final/vae \
+  output_dir=runs/shapes2-final
