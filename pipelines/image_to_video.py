@@ -279,7 +279,8 @@ def load_base_pipeline(path: Union[str, os.PathLike]):
     from pipelines.text_to_video import TextToVideoPipeline
 
     path = os.fspath(path)
-    name = json.loads(open(os.path.join(path, "model_index.json")).read()).get("_class_name")
+    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
+        name = json.load(f).get("_class_name")
     image = name in ("ImageToVideoPipeline", "WanImageToVideoPipeline")
     cls = ImageToVideoPipeline if image else TextToVideoPipeline
     return cls.from_wan(path) if name in ("WanPipeline", "WanImageToVideoPipeline") else cls.from_pretrained(path)

@@ -2,9 +2,10 @@
 unchanged files decodes nothing.
 
 The record is ``<root>/.videogen-scan.json``: the dataset settings that decide usability (frame counts, sizes,
-fps, stride, the manifest's size and mtime) and, per sample (its index and video path), a stamp of the video (and of its metadata file)
-with the result: ``null`` (usable) or ``[kind, reason]``. A file whose stamp differs, or any change of the settings,
-is scanned again (in a folder without a manifest, a new file shifts the indices after it, so those rescan). Writing it is best effort: a read-only folder is scanned every time, as before.
+fps, stride, the manifest's size and mtime) and, per sample (its index and video path), a stamp of the video (and
+of its metadata file) with the result: ``null`` (usable) or ``[kind, reason]``. A file whose stamp differs, or any
+change of the settings, is scanned again (in a folder without a manifest, a new file shifts the indices after it,
+so those rescan). Writing it is best effort: a read-only folder is scanned every time, as before.
 """
 
 from __future__ import annotations

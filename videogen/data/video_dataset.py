@@ -85,7 +85,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from videogen.data.scan_record import path_stamp as scan_record_stamp
+from videogen.data import scan_record
 from videogen.io import CONTAINER_SUFFIXES, IMAGE_SUFFIXES, load_video, resample_indices, video_info
 from videogen.validation import check_num_frames
 
@@ -446,8 +446,6 @@ class VideoFolderDataset(Dataset):
 
     def mark_unusable(self, index: int, err: BaseException) -> None:
         """Remember that sample ``index`` is unusable because of ``err`` and say so (once per sample)."""
-        if index in self._bad:
-            return
         kind = "too_short" if isinstance(err, _TooShort) else "unreadable"
         reason = " ".join((str(err) if kind == "too_short" else f"{type(err).__name__}: {err}").split())
         self._record_unusable(index, kind, reason)
@@ -470,8 +468,6 @@ class VideoFolderDataset(Dataset):
         skip warnings included)."""
         from tqdm.auto import tqdm
 
-        from videogen.data import scan_record
-
         settings = self._scan_settings()
         known = scan_record.load_record(self.root, settings) if record else {}
         files = {}
@@ -479,10 +475,12 @@ class VideoFolderDataset(Dataset):
             entry = self.entries[index]
             key, stamp = f"{index}\t{entry.video}", scan_record.entry_stamp(entry)
             past = known.get(key)
-            if index not in self._bad and past is not None and past[0] == stamp:
+            if index in self._bad:
+                pass
+            elif past is not None and past[0] == stamp:  # unchanged since the recorded scan: replay its result
                 if past[1] is not None:
                     self._record_unusable(index, *past[1])
-            elif index not in self._bad:
+            else:
                 try:
                     self.load_sample(index, epoch=0)
                 except Exception as err:  # noqa: BLE001
@@ -495,7 +493,7 @@ class VideoFolderDataset(Dataset):
 
     def _scan_settings(self) -> dict:
         """What decides a sample's usability besides its files: the frame / size / rate settings and the manifest."""
-        manifest = None if self.manifest is None else [str(self.manifest), *(scan_record_stamp(self.manifest) or [])]
+        manifest = None if self.manifest is None else [str(self.manifest), *(scan_record.path_stamp(self.manifest) or [])]
         return dict(num_frames=self.frame_counts, sizes=[list(s) for s in self.sizes], fps=self.fps,
                     frame_stride=self.frame_stride, manifest=manifest)
 

@@ -34,13 +34,6 @@ def build_text_encoder(config: dict, vocab_size: int):
     return T5EncoderModel(T5Config(**kwargs))
 
 
-def load_pretrained_pipeline(path: str | Path):
-    """A pipeline directory (ours, or a diffusers-format Wan2.1 T2V / I2V one), loaded as its class."""
-    from pipelines.image_to_video import load_base_pipeline
-
-    return load_base_pipeline(path)
-
-
 def build_vae(spec):
     """A ``CausalVideoVAE`` from a path (any layout ``from_wan`` reads) or from constructor kwargs."""
     from videogen.models import CausalVideoVAE
@@ -58,7 +51,9 @@ def build_components(cfg: dict, captions: Optional[Iterable[str]] = None) -> dic
 
     m = cfg["model"]
     if m["pretrained"]:
-        pipe = load_pretrained_pipeline(m["pretrained"])
+        from pipelines.image_to_video import load_base_pipeline
+
+        pipe = load_base_pipeline(m["pretrained"])  # ours, or a diffusers-format Wan2.1 T2V / I2V directory
         parts = dict(pipe.components)
         ignored = [k for k in ("transformer", "text_encoder") if m.get(k)]
         if ignored:
