@@ -127,7 +127,7 @@ def default_model_bench(eval_prompts: int, seeds: int) -> dict:
                               vae_ceiling=False, max_sequence_length=settings["max_sequence_length"],
                               step_cache=cache)
             evals[f"{key[0]} x{key[1]}"] = result["summary"]["model"]
-    return dict(model=str(model), settings={k: settings[k] for k in ("height", "width", "num_frames", "steps",
+    return dict(model=os.path.relpath(model, Path(__file__).resolve().parent.parent), settings={k: settings[k] for k in ("height", "width", "num_frames", "steps",
                                                                       "guidance_scale", "stg_scale", "stg_mode")},
                 calibrate_seconds=calibrate_seconds, rows=rows, eval=evals, eval_prompts=eval_prompts, seeds=seeds)
 
