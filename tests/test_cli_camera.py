@@ -141,4 +141,4 @@ def test_default_model_for_a_camera_says_there_is_none_yet():
         default_model_for(camera=True)
     with pytest.raises(ValueError, match="no embedded camera-control model yet"):
         default_model_for(image=True, camera=True)
-    assert default_model_for(image=True).name == "shapes-i2v"
+    assert default_model_for(image=True).name == "shapes-t2v"  # one model for both

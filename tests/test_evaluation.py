@@ -282,7 +282,7 @@ def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
     pipe = load_pipeline(model)
     prompts = ["a red circle moving to the left on a gray background", "a blue square staying still on a gray background"]
     latents, captions = ground_truth_latents(pipe, prompts, [0])
-    assert latents.shape == (2, 16, 5, 8, 8) and captions == prompts
+    assert latents.shape == (2, 16, 5, 16, 16) and captions == prompts
     result = caption_sensitivity(pipe, latents, captions, sigmas=(0.7,))
     v = result["variants"]
     assert v["color"]["clips"] == 2 and v["motion"]["clips"] == 1 and v["shape"]["clips"] == 2

@@ -1006,8 +1006,8 @@ def add_cli(subparsers):
     """Register ``videogen ui`` on an argparse subparsers object; return its parser."""
     p = subparsers.add_parser("ui", help="serve the web UI (Gradio) on this machine")
     p.add_argument("--model", default=None, help="pipeline directory whose generation defaults the page starts "
-                   "with and that every mode uses (default: the embedded models: checkpoints/shapes-t2v, and "
-                   "checkpoints/shapes-i2v for image-to-video)")
+                   "with and that every mode uses (default: the embedded model, checkpoints/shapes-t2v, which "
+                   "does text- and image-to-video)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"folder for videos and their settings (default "
