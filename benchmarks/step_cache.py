@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ("teacache", "magcache", "first-block")
 SPEEDUPS = (1.5, 2.0, 2.5)
 PROMPTS = ["a red circle moving to the right on a black background", "a blue square moving up"]
@@ -127,8 +128,8 @@ def default_model_bench(eval_prompts: int, seeds: int) -> dict:
                               vae_ceiling=False, max_sequence_length=settings["max_sequence_length"],
                               step_cache=cache)
             evals[f"{key[0]} x{key[1]}"] = result["summary"]["model"]
-    return dict(model=os.path.relpath(model, Path(__file__).resolve().parent.parent), settings={k: settings[k] for k in ("height", "width", "num_frames", "steps",
-                                                                      "guidance_scale", "stg_scale", "stg_mode")},
+    keys = ("height", "width", "num_frames", "steps", "guidance_scale", "stg_scale", "stg_mode")
+    return dict(model=os.path.relpath(model, ROOT), settings={k: settings[k] for k in keys},
                 calibrate_seconds=calibrate_seconds, rows=rows, eval=evals, eval_prompts=eval_prompts, seeds=seeds)
 
 

@@ -18,7 +18,7 @@ PROMPT = "a red circle moving to the right on a black background"
 
 
 def test_layout_size_and_checksums():
-    model = T2V
+    model = T2V  # the one shipped model
     index = json.loads((model / "model_index.json").read_text())
     for part in ("vae", "transformer", "text_encoder", "tokenizer", "scheduler"):
         assert part in index and (model / part).is_dir(), part
@@ -81,9 +81,9 @@ def test_a_corrupted_copy_is_refused_naming_the_file(tmp_path, capsys):
 
 def test_the_shipped_vae_keeps_every_hue():
     """The first shapes VAE decoded red, green and yellow objects all as yellow (a red/green tie the latent colour
-    anchor broke, configs/retired-gen1/shapes-vae-colour.yaml); the next drew every medium blue object magenta and most yellow
-    ones green (a decoder 300 steps short, configs/retired-gen1/shapes-vae-decoder-1d.yaml). A round trip of the eval's rendered
-    ground truth must keep each of the six hues on every shape."""
+    anchor broke, configs/retired-gen1/shapes-vae-colour.yaml); the next drew every medium blue object magenta and
+    most yellow ones green (a decoder 300 steps short, configs/retired-gen1/shapes-vae-decoder-1d.yaml). A round
+    trip of the eval's rendered ground truth must keep each of the six hues on every shape."""
     from videogen.data.synthetic import COLORS, SHAPES
     from videogen.evaluation.evaluate import ground_truth_clips, prompt_for, vae_round_trip
     from videogen.evaluation.metrics import measure_clip

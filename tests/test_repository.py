@@ -103,10 +103,9 @@ def test_a_built_wheel_installs_with_the_default_model(tmp_path):
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    for model in ("shapes-t2v",):
-        sums = (ROOT / "checkpoints" / model / "SHA256SUMS").read_text().split("\n")
-        listed = {f"videogen/checkpoints/{model}/{line.split('  ', 1)[1]}" for line in sums if line}
-        assert listed and listed <= names, sorted(listed - names)
+    sums = (ROOT / "checkpoints" / "shapes-t2v" / "SHA256SUMS").read_text().split("\n")
+    listed = {f"videogen/checkpoints/shapes-t2v/{line.split('  ', 1)[1]}" for line in sums if line}
+    assert listed and listed <= names, sorted(listed - names)
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
                               "--target", str(target), str(wheel)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-2000:]

@@ -141,8 +141,8 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
         attn_scales: must be empty (Wan2.1 has attention only in the mid blocks).
         norm_type: ``"rms"`` (Wan2.1's per-pixel channel RMS norm; what public weights need) or ``"group"``
             (``FrameGroupNorm``). Trained from scratch at small sizes, the RMS-norm VAE keeps flat backgrounds but
-            does not learn small objects (measured in configs/retired-gen1/shapes-vae.yaml); the group norm learns them in tens
-            of steps. ``from_wan`` / diffusers export need ``"rms"``.
+            does not learn small objects (measured in configs/retired-gen1/shapes-vae.yaml); the group norm learns
+            them in tens of steps. ``from_wan`` / diffusers export need ``"rms"``.
         temporal_downsample: per downsampling stage, whether it also halves time.
         dropout: dropout inside the residual blocks.
         latents_mean, latents_std: per-channel latent statistics for ``normalize_latents``.
