@@ -292,6 +292,24 @@ def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
         "variants"]["none"] == dict(clips=0, loss=None, true=None, rise=None)
     with pytest.raises(ValueError, match="captions for"):
         caption_sensitivity(pipe, latents, captions[:1])
+    import torch
+
+    # The default is a text-and-image DiT: given the first image through its I2V channels (as trained), it predicts
+    # the later frames better than from text alone; a condition of the wrong shape is refused.
+    from videogen.conditioning.image import image_condition
+    from videogen.evaluation.evaluate import ground_truth_clips
+
+    first = torch.from_numpy(np.stack([c[0] for c in ground_truth_clips(prompts, [0])])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        condition = image_condition(pipe.vae, first.float() / 127.5 - 1, 17)
+    given = caption_sensitivity(pipe, latents, captions, sigmas=(0.7,), clean_first_frame=True,
+                                image_condition=condition)
+    alone = caption_sensitivity(pipe, latents, captions, sigmas=(0.7,), clean_first_frame=True,
+                                image_condition=torch.zeros_like(condition))
+    assert given["first_frame"] == "image channels"
+    assert given["variants"]["color"]["true"][0] < 0.95 * alone["variants"]["color"]["true"][0]
+    with pytest.raises(ValueError, match="does not fit"):
+        caption_sensitivity(pipe, latents, captions, image_condition=condition[:, :4])
     prompt_file = tmp_path / "prompts.txt"
     prompt_file.write_text("\n".join(prompts) + "\n")
     assert main(["eval", "--model", str(model), "--prompts", str(prompt_file), "--seeds", "1", "--sensitivity",
@@ -299,6 +317,7 @@ def test_caption_sensitivity_on_the_shipped_model(tmp_path, capsys):
     assert "caption sensitivity (all frames noised)" in capsys.readouterr().out
     written = json.loads((tmp_path / "out" / "sensitivity.json").read_text())
     assert set(written) == {"plain", "clean_first_frame"}
+    assert written["clean_first_frame"]["first_frame"] == "image channels"
     assert written["plain"]["variants"]["color"]["rise"][1] == pytest.approx(v["color"]["rise"][0], rel=1e-4)
 
 

@@ -8,9 +8,11 @@ captions whose colour, shape or motion words are swapped (``SWAPS``; e.g. left <
 caption. The *rise* ``loss(swapped) / loss(true) - 1`` is ~0 for words the model ignores and clearly
 positive for words it uses. Each variant uses only the clips whose caption the swap changes.
 
-With ``clean_first_frame`` the input's latent frame 0 is the clean latent (as
-``train.clean_first_frame_prob`` trains) and the loss covers the later frames only: there the motion
-words decide where the object is in every later frame.
+With ``clean_first_frame`` the first frame is given and the loss covers the later frames only: there the motion
+words decide where the object is in every later frame. A text-to-video DiT gets it as its clean latent frame 0 (as
+``train.clean_first_frame_prob`` trains); a text-and-image DiT (Wan's I2V layout, ``image_optional``) gets it as
+it was trained, through its image channels (``image_condition``: the first-frame mask and first-frame latents)
+beside an all-noised input.
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ def swap_words(caption: str, table: dict[str, str]) -> str:
 
 
 def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequence_length: int = 40,
-                        seed: int = 0, clean_first_frame: bool = False, swaps=None) -> dict:
+                        seed: int = 0, clean_first_frame: bool = False, swaps=None, image_condition=None) -> dict:
     """Flow-matching loss of ``pipe.transformer`` on normalised ``latents`` ``[N, C, F, H, W]`` with their true
     ``captions`` and with each ``swaps`` variant (default ``SWAPS``) and the empty caption, at each noise level.
 
     Returns ``{"sigmas": [...], "variants": {name: {"clips": n, "loss": [per sigma], "true": [per sigma],
     "rise": [per sigma]}}}``; ``true`` is the true-caption loss on the same clips. Noise is drawn once from
-    ``seed`` and shared by all variants, so differences come from the captions alone."""
+    ``seed`` and shared by all variants, so differences come from the captions alone.
+
+    ``image_condition`` (``[N, extra, F', H', W']``, the I2V channels of ``videogen.conditioning.image``, for a DiT
+    with that many extra input channels): the first frame is given through them (``clean_first_frame`` then scores
+    the later frames without touching the noisy input); without it an I2V-layout DiT gets all-zero channels (text
+    alone, as ``image_optional`` trains)."""
     import torch
 
     from videogen.conditioning.text import encode_prompts
@@ -53,6 +60,10 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
     swaps = SWAPS if swaps is None else swaps
     param = next(pipe.transformer.parameters())
     latents = latents.to(param.device, torch.float32)
+    extra = pipe.transformer.config.in_channels - latents.shape[1]
+    if image_condition is not None and tuple(image_condition.shape) != (latents.shape[0], extra, *latents.shape[2:]):
+        raise ValueError(f"image_condition {tuple(image_condition.shape)} does not fit latents "
+                         f"{tuple(latents.shape)} and a DiT with {extra} extra input channels")
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents.device)
 
     def encode(texts):
@@ -63,11 +74,12 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
         out = []
         for sigma in sigmas:
             x = (1 - sigma) * latents[rows] + sigma * noise[rows]
-            if clean_first_frame:
+            if clean_first_frame and image_condition is None:
                 x[:, :, 0] = latents[rows, :, 0]
             t = torch.full((len(rows),), sigma * 1000.0, device=latents.device)
-            extra = pipe.transformer.config.in_channels - x.shape[1]
-            if extra:  # a text-and-image model (image_optional): text alone is the all-zero image condition
+            if image_condition is not None:
+                x = torch.cat([x, image_condition[rows].to(x)], dim=1)
+            elif extra:  # a text-and-image model (image_optional): text alone is the all-zero image condition
                 x = torch.cat([x, x.new_zeros(x.shape[0], extra, *x.shape[2:])], dim=1)
             with torch.no_grad():
                 pred = pipe.transformer(x.to(param.dtype), t, states.to(param.dtype)).sample.float()
@@ -88,7 +100,9 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
         loss = per_clip_losses(rows, encode([swapped[i] for i in rows])).mean(0).tolist()
         variants[name] = dict(clips=len(rows), loss=loss, true=true,
                               rise=[s / t - 1 if t > 0 else float("nan") for s, t in zip(loss, true)])
-    return dict(sigmas=list(sigmas), clean_first_frame=clean_first_frame, variants=variants)
+    return dict(sigmas=list(sigmas), clean_first_frame=clean_first_frame,
+                first_frame=("image channels" if image_condition is not None else "clean latent frame 0")
+                if clean_first_frame else None, variants=variants)
 
 
 def ground_truth_latents(pipe, prompts, seeds, num_frames: int = 17, height: int = 64, width: int = 64):
@@ -107,7 +121,10 @@ def ground_truth_latents(pipe, prompts, seeds, num_frames: int = 17, height: int
 def format_sensitivity(result: dict) -> str:
     """A table: one row per variant, the loss rise (%) at each noise level."""
     sigmas = result["sigmas"]
-    head = "clean frame 0, later frames scored" if result["clean_first_frame"] else "all frames noised"
+    head = "all frames noised"
+    if result["clean_first_frame"]:
+        given = "first image given" if result.get("first_frame") == "image channels" else "clean frame 0"
+        head = f"{given}, later frames scored"
     lines = [f"caption sensitivity ({head}): loss rise when the words are swapped, %",
              f"{'words':<8} {'clips':>5} " + " ".join(f"{'sigma ' + format(s, '.2g'):>10}" for s in sigmas)]
     for name, v in result["variants"].items():
@@ -118,16 +135,26 @@ def format_sensitivity(result: dict) -> str:
 
 def run_sensitivity(pipe, prompts, seeds, num_frames: int = 17, height: int = 64, width: int = 64,
                     max_sequence_length: int = 40, out_dir=None) -> dict:
-    """``caption_sensitivity`` on the ground truth of ``prompts`` x ``seeds``, with all frames noised and with a
-    clean frame 0; prints both tables, writes ``sensitivity.json`` to ``out_dir`` (when given), returns the dict."""
-    import json
-    from pathlib import Path
+    """``caption_sensitivity`` on the ground truth of ``prompts`` x ``seeds``, with all frames noised and with the
+    first frame given (through the image channels of a text-and-image DiT, else as a clean latent frame 0); prints
+    both tables, writes ``sensitivity.json`` to ``out_dir`` (when given), returns the dict."""
+    import torch
 
-    latents, captions = ground_truth_latents(pipe, prompts, [int(s) for s in seeds], num_frames, height, width)
+    from videogen.conditioning.image import image_condition
+    from videogen.evaluation.evaluate import ground_truth_clips
+
+    seeds = [int(s) for s in seeds]
+    latents, captions = ground_truth_latents(pipe, prompts, seeds, num_frames, height, width)
+    condition = None
+    if pipe.transformer.config.in_channels > latents.shape[1]:  # Wan's I2V layout: give the first image as trained
+        first = np.stack([clip[0] for clip in ground_truth_clips(prompts, seeds, num_frames, height, width)])
+        with torch.no_grad():
+            condition = image_condition(pipe.vae, torch.from_numpy(first).permute(0, 3, 1, 2).float() / 127.5 - 1,
+                                        num_frames)
     result = {}
     for key, clean in (("plain", False), ("clean_first_frame", True)):
         result[key] = caption_sensitivity(pipe, latents, captions, max_sequence_length=max_sequence_length,
-                                          clean_first_frame=clean)
+                                          clean_first_frame=clean, image_condition=condition if clean else None)
         print(format_sensitivity(result[key]))
     if out_dir is not None:
         from videogen.evaluation.evaluate import write_result
