@@ -68,7 +68,7 @@ def breakdown(model: Path) -> dict:
     t2 = time.perf_counter()
     d = generation_defaults(model)
     guidance = cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"])  # as `generate` does
-    latents = pipe(PROMPT, height=d["height"], width=d["width"], num_frames=d["num_frames"],
+    latents = pipe(prompt=PROMPT, height=d["height"], width=d["width"], num_frames=d["num_frames"],  # keyword: I2V too
                    num_inference_steps=d["steps"], guidance=guidance,
                    max_sequence_length=d["max_sequence_length"], generator=torch.Generator().manual_seed(0),
                    output_type="latent").frames
