@@ -108,14 +108,32 @@ def caption_sensitivity(pipe, latents, captions, sigmas=DEFAULT_SIGMAS, max_sequ
 def ground_truth_latents(pipe, prompts, seeds, num_frames: int = 17, height: int = 64, width: int = 64):
     """Rendered ground-truth clips of ``prompts`` x ``seeds`` (prompt-major) encoded by ``pipe.vae`` (posterior
     mode, normalised as the DiT sees them), and the matching captions."""
+    from videogen.evaluation.evaluate import ground_truth_clips
+
+    clips = np.stack(ground_truth_clips(prompts, seeds, num_frames, height, width))
+    return clip_latents(pipe, clips), [p for p in prompts for _ in seeds]
+
+
+def clip_latents(pipe, clips: np.ndarray):
+    """uint8 clips ``[N, F, H, W, 3]`` encoded by ``pipe.vae`` (posterior mode), normalised as the DiT sees them."""
     import torch
 
-    from videogen.evaluation.evaluate import encode_clips, ground_truth_clips
+    from videogen.evaluation.evaluate import encode_clips
 
-    clips = ground_truth_clips(prompts, seeds, num_frames, height, width)
     with torch.no_grad():
-        latents = pipe.vae.normalize_latents(encode_clips(pipe.vae, np.stack(clips))).float()
-    return latents, [p for p in prompts for _ in seeds]
+        return pipe.vae.normalize_latents(encode_clips(pipe.vae, clips)).float()
+
+
+def first_image_condition(pipe, clips: np.ndarray):
+    """The I2V channels (``videogen.conditioning.image.image_condition``) of uint8 clips ``[N, F, H, W, 3]``: their
+    frame 0 as the given first image, for a clip of the same length."""
+    import torch
+
+    from videogen.conditioning.image import image_condition
+
+    first = torch.from_numpy(np.ascontiguousarray(clips[:, 0])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        return image_condition(pipe.vae, first, clips.shape[1])
 
 
 def format_sensitivity(result: dict) -> str:
@@ -138,19 +156,14 @@ def run_sensitivity(pipe, prompts, seeds, num_frames: int = 17, height: int = 64
     """``caption_sensitivity`` on the ground truth of ``prompts`` x ``seeds``, with all frames noised and with the
     first frame given (through the image channels of a text-and-image DiT, else as a clean latent frame 0); prints
     both tables, writes ``sensitivity.json`` to ``out_dir`` (when given), returns the dict."""
-    import torch
-
-    from videogen.conditioning.image import image_condition
     from videogen.evaluation.evaluate import ground_truth_clips
 
     seeds = [int(s) for s in seeds]
-    latents, captions = ground_truth_latents(pipe, prompts, seeds, num_frames, height, width)
+    clips = np.stack(ground_truth_clips(prompts, seeds, num_frames, height, width))  # rendered once, used twice
+    latents, captions = clip_latents(pipe, clips), [p for p in prompts for _ in seeds]
     condition = None
     if pipe.transformer.config.in_channels > latents.shape[1]:  # Wan's I2V layout: give the first image as trained
-        first = np.stack([clip[0] for clip in ground_truth_clips(prompts, seeds, num_frames, height, width)])
-        with torch.no_grad():
-            condition = image_condition(pipe.vae, torch.from_numpy(first).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                                        num_frames)
+        condition = first_image_condition(pipe, clips)
     result = {}
     for key, clean in (("plain", False), ("clean_first_frame", True)):
         result[key] = caption_sensitivity(pipe, latents, captions, max_sequence_length=max_sequence_length,
