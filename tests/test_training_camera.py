@@ -101,6 +101,44 @@ def test_camera_task_on_an_i2v_layout_base(tmp_path, world):
     assert adapter_tensors(tmp_path / "run")["proj_out.1.weight"].abs().max() > 0
 
 
+def test_camera_training_from_a_latent_cache(tmp_path, world):
+    """`videogen cache` keeps each clip's camera metadata, so the camera task trains from cached latents: without
+    the static null, the same losses and adapter as from the videos; the static null's latents are those of frame 0
+    (decoded from latent frame 0) frozen over the clip, as the VAE encodes them."""
+    from videogen.loading import load_pipeline
+
+    cached = run_cli("cache", "--data", str(world / "clips"), "--model", str(world / "base"),
+                     "--out", str(tmp_path / "cache"), "--num-frames", "9", "--height", "32", "--width", "32",
+                     "--max-sequence-length", "16")
+    assert cached.returncode == 0, cached.stderr[-2000:]
+    config = write_config(tmp_path, data={"root": str(world / "clips")})
+    runs = {}
+    for name, extra in (("videos", []), ("cached", [f"data.cache={tmp_path / 'cache'}"])):
+        proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", "train.max_steps=3",
+                       *camera_args(world, *extra), "camera.static_prob=0", "train.learning_rate=1e-3")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    assert np.allclose(runs["videos"], runs["cached"], rtol=1e-4), runs
+    a, b = adapter_tensors(tmp_path / "videos"), adapter_tensors(tmp_path / "cached")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    # The static null on a cached batch (every sample static).
+    from videogen.data.cache import CachedDataset
+
+    entry = CachedDataset(tmp_path / "cache")[0]
+    vae = load_pipeline(world / "base").vae
+    task = CameraTask.__new__(CameraTask)
+    task.cfg, task.vae = load_config(None, ["camera.static_prob=0.999999", "camera.sparse_prob=0"]), vae
+    latents = entry["latents"][None].float()
+    out, camera = task.prepare({"latents": latents, "metadata": [entry["metadata"]]},
+                               torch.Generator().manual_seed(0), 1, lambda x: x)
+    with torch.no_grad():
+        frame0 = vae.decode(vae.denormalize_latents(latents[:, :, :1])).sample.clamp(-1, 1)
+        expected = vae.normalize_latents(vae.encode(frame0.repeat(1, 1, 9, 1, 1)).latent_dist.mode())
+    assert out.shape == latents.shape and torch.allclose(out, expected, atol=1e-5)
+    assert not torch.allclose(out, latents, atol=1e-3)  # the clip's camera moved: the frozen clip differs
+    assert torch.allclose(camera[0], pack_camera(static_plucker(entry["metadata"], 9, 32, 32)), atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # The pieces
 # ----------------------------------------------------------------------------------------------

@@ -85,6 +85,17 @@ def freeze_to_first_frame(video: torch.Tensor) -> torch.Tensor:
     return video[:, :1].expand_as(video).clone()
 
 
+@torch.no_grad()
+def frozen_clip_latents(vae, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The static null's latents from a cached clip's normalised latents ``[B, z, F', h, w]``: frame 0 decoded
+    from latent frame 0 alone (the causal VAE encodes frame 0 alone), repeated ``num_frames`` times and encoded
+    again: the latents of the clip frozen to (the VAE's round trip of) its first frame."""
+    dtype = next(vae.parameters()).dtype
+    first = vae.decode(vae.denormalize_latents(latents[:, :, :1].to(dtype))).sample.clamp(-1, 1)
+    video = first[:, :, :1].expand(-1, -1, num_frames, -1, -1)
+    return vae.normalize_latents(vae.encode(video, streaming=False).latent_dist.mode()).to(latents.dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # The trained module and the task
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +151,7 @@ class CameraTask:
             raise ValueError(f"camera.sparse_fraction must be [low, high] with 0 < low <= high <= 1; got {[low, high]}")
         check_frozen_base(cfg, parts, "camera")
         transformer = parts["transformer"]
+        self.vae = parts["vae"]
         if c["init"]:
             adapter = CameraControlNet.from_pretrained(c["init"])
         else:
@@ -155,13 +167,21 @@ class CameraTask:
                 local) -> tuple[torch.Tensor, torch.Tensor]:
         """``(video [B, 3, F, H, W], packed camera [B, 24, F', H, W])`` for a batch of videos with metadata: the
         static null (identity camera, clip frozen to frame 0) with probability ``camera.static_prob``, else the
-        clip's own rays with the middle poses dropped (zero rays) with probability ``camera.sparse_prob``. Draws
-        are made for the ``global_batch`` and sliced with ``local`` (the trainer's per-process slice)."""
+        clip's own rays with the middle poses dropped (zero rays) with probability ``camera.sparse_prob``. A batch
+        from a latent cache (``videogen cache`` keeps each clip's metadata) gives its latents instead of the video,
+        the static null's from ``frozen_clip_latents``; its pixel size comes from the latents' shape. Draws are
+        made for the ``global_batch`` and sliced with ``local`` (the trainer's per-process slice)."""
         c = self.cfg["camera"]
-        if "video" not in batch:
-            raise ValueError("task camera needs videos with camera metadata (not a latent cache)")
-        video = batch["video"]
-        b, _, f, h, w = video.shape
+        if "video" in batch:
+            video = batch["video"]
+            b, _, f, h, w = video.shape
+        elif "latents" in batch:
+            video = batch["latents"]
+            b, _, lf, lh, lw = video.shape
+            tc, sc = self.vae.temporal_compression, self.vae.spatial_compression
+            f, h, w = 1 + tc * (lf - 1), lh * sc, lw * sc
+        else:
+            raise ValueError("task camera needs a batch of videos or of cached latents, with camera metadata")
         n = global_batch
         static = local(torch.rand(n, generator=generator) < c["static_prob"])
         sparse = local(torch.rand(n, generator=generator) < c["sparse_prob"])
@@ -170,7 +190,9 @@ class CameraTask:
         metadata = batch.get("metadata") or [None] * b
         for i in range(b):
             if static[i]:
-                videos.append(freeze_to_first_frame(video[i]))
+                frozen = (freeze_to_first_frame(video[i]) if "video" in batch
+                          else frozen_clip_latents(self.vae, video[i:i + 1], f)[0])
+                videos.append(frozen)
                 rays = static_plucker(metadata[i], f, h, w)
             else:
                 videos.append(video[i])

@@ -102,8 +102,8 @@ class Trainer:
         if d["cache"]:
             from videogen.data.cache import CachedDataset
 
-            if cfg["task"] not in ("dit", "trajectory") or not cfg["model"]["pretrained"]:
-                raise ValueError("data.cache needs task=dit or trajectory and model.pretrained (the pipeline the "
+            if cfg["task"] not in ("dit", "camera", "trajectory") or not cfg["model"]["pretrained"]:
+                raise ValueError("data.cache needs task=dit, camera or trajectory and model.pretrained (the pipeline the "
                                  "cache was built with); with train.train_text_encoder the cached captions are "
                                  "encoded every step")
             self.dataset = CachedDataset(d["cache"])
@@ -249,8 +249,8 @@ class Trainer:
             task_gen = torch.Generator().manual_seed(gen.initial_seed() + 1)
             video, adapter_input = self.adapter_task.prepare(batch, task_gen, global_batch,
                                                              lambda x: self._local(x, local))
-            if video is not None:  # None: a cached batch (its latents are used as they are)
-                batch = {**batch, "video": video}
+            if video is not None:  # the task's videos, or a cached batch's latents (None: used as they are)
+                batch = {**batch, ("latents" if cached else "video"): video}
         if cached:  # `videogen cache` output: normalised latents and text states, computed once
             latents = batch["latents"].to(device).float()
         else:
