@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 from PIL import Image
 
+from pipelines.adapter_dir import AdapterDirMixin
 from pipelines.base import Conditions, VideoDiffusionPipeline, load_wan_components
 from pipelines.image_to_video import as_list, image_encoder_tokens, repeat_for_batch, to_pil
 from videogen.conditioning.camera import camera_condition, camera_poses, static_camera_condition
@@ -40,7 +41,7 @@ def start_image_latents(vae, images: torch.Tensor, num_frames: int) -> torch.Ten
     return out
 
 
-class CameraControlPipeline(VideoDiffusionPipeline):
+class CameraControlPipeline(AdapterDirMixin, VideoDiffusionPipeline):
     """Camera-controlled video with a Fun-Control-Camera ``VideoDiT`` (a camera adapter added to the patch embedding)
     or with any ``VideoDiT`` plus our ``camera_adapter`` (``videogen.models.adapters.CameraControlNet``, whose
     outputs join the DiT's first blocks as ``block_residuals``).
@@ -62,6 +63,7 @@ class CameraControlPipeline(VideoDiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->camera_adapter->transformer->vae"
+    adapter_component, adapter_class = "camera_adapter", CameraControlNet
     _optional_components = ["image_encoder", "image_processor", "camera_adapter"]
 
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None,

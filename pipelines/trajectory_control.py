@@ -3,17 +3,16 @@ adapter on any base DiT, or ATI / Wan-Move condition transforms on Wan I2V check
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
+from pipelines.adapter_dir import AdapterDirMixin
 from pipelines.base import Conditions, load_wan_components
-from pipelines.image_to_video import ImageToVideoPipeline, as_list, load_base_pipeline
+from pipelines.image_to_video import ImageToVideoPipeline, as_list
 from videogen.conditioning.image import load_image
 from videogen.conditioning.trajectory import ati_condition, tora_flow_video, tracks_from, wan_move_condition
 from videogen.guidance import Guidance, Guider, Pass, camera_guidance
@@ -23,7 +22,6 @@ from videogen.validation import check_multiple
 TRAJECTORY_MODES = ("tora", "ati", "wan-move")
 # The shapes world's object nouns: how many objects a prompt names (for the "more tracks than objects" warning).
 OBJECT_NOUNS = ("circle", "square", "triangle")
-BASE_FILE = "base.json"  # an adapter-only pipeline directory: {"base": relative path of the base pipeline}
 
 
 def count_named_objects(prompt: str, nouns: Sequence[str] = OBJECT_NOUNS) -> int:
@@ -46,7 +44,7 @@ def motion_latents(vae, tracks: torch.Tensor, visible: torch.Tensor, height: int
     return flow_latents(vae, tora_flow_video(tracks, visible, height, width)[None])
 
 
-class TrajectoryControlPipeline(ImageToVideoPipeline):
+class TrajectoryControlPipeline(AdapterDirMixin, ImageToVideoPipeline):
     """Videos whose objects follow given tracks: the first object the prompt names follows the first track, and so on.
 
     Modes (``trajectory_mode``):
@@ -66,6 +64,7 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->trajectory_adapter->transformer->vae"
+    adapter_component, adapter_class = "trajectory_adapter", TrajectoryAdapter
     _optional_components = ["image_encoder", "image_processor", "trajectory_adapter"]
 
     def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, image_encoder=None, image_processor=None,
@@ -100,39 +99,17 @@ class TrajectoryControlPipeline(ImageToVideoPipeline):
         return cls(**parts, trajectory_mode=trajectory_mode)
 
     # ------------------------------------------------------------------------------------------
-    # An adapter-only directory (the shipped trajectory model points at its base)
+    # An adapter-only directory (the shipped trajectory model points at its base): pipelines.adapter_dir
     # ------------------------------------------------------------------------------------------
 
-    def save_adapter(self, directory: Union[str, os.PathLike], base: Union[str, os.PathLike]) -> Path:
-        """Write only the ``trajectory_adapter`` and a ``base.json`` pointing at the base pipeline directory
-        ``base`` (stored relative to ``directory``); ``from_adapter_dir`` (and ``videogen generate --model``)
-        read it back over that base."""
-        directory = Path(directory)
-        if self.trajectory_adapter is None:
-            raise ValueError("this pipeline has no trajectory_adapter to save")
-        self.trajectory_adapter.save_pretrained(directory / "trajectory_adapter")
-        rel = os.path.relpath(Path(base).resolve(), directory.resolve())
-        (directory / BASE_FILE).write_text(json.dumps({"base": rel, "trajectory_mode": "tora"}, indent=2) + "\n")
-        index = {"_class_name": type(self).__name__, "_diffusers_version": "adapter-only",
-                 "trajectory_adapter": ["pipelines.trajectory_control", "TrajectoryAdapter"], "base": rel}
-        (directory / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return directory
+    def adapter_info(self) -> dict:
+        """``base.json``'s extra field: the trajectory mode (always ``tora``: the only mode with an adapter)."""
+        return {"trajectory_mode": "tora"}
 
     @classmethod
-    def from_adapter_dir(cls, directory: Union[str, os.PathLike], load_base=None) -> "TrajectoryControlPipeline":
-        """The pipeline of an adapter-only directory (``save_adapter``): its base loaded with ``load_base(path)``
-        (default: the text- or image-to-video class its ``model_index.json`` names; ``videogen.loading.load_pipeline``
-        passes itself, so the base is checked and cast as any model) and the adapter from ``trajectory_adapter/``."""
-        directory = Path(directory)
-        info = json.loads((directory / BASE_FILE).read_text())
-        base_dir = (directory / info["base"]).resolve()
-        if not (base_dir / "model_index.json").exists():
-            raise FileNotFoundError(f"{directory}/{BASE_FILE} points at the base {base_dir}, which is not a pipeline "
-                                    "directory (no model_index.json)")
-        base = (load_base or load_base_pipeline)(base_dir)
-        adapter = TrajectoryAdapter.from_pretrained(directory / "trajectory_adapter")
-        param = next(base.transformer.parameters())
-        return cls.from_base(base, adapter.to(param.device), trajectory_mode=info.get("trajectory_mode", "tora"))
+    def from_base_options(cls, info: dict) -> dict:
+        """``from_base``'s ``trajectory_mode`` from ``base.json``."""
+        return {"trajectory_mode": info.get("trajectory_mode", "tora")}
 
     # ------------------------------------------------------------------------------------------
     # Inputs

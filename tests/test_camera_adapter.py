@@ -297,6 +297,39 @@ def test_saved_as_camera_adapter_and_loaded_back(t2v_parts, tmp_path):
     assert alone.config.num_layers == 2
 
 
+def test_adapter_only_directory_loads_over_its_base_and_exports_in_fp16(t2v_parts, tmp_path):
+    """The shipped camera model's layout (``pipelines.adapter_dir``): the adapter alone and a ``base.json``; loaded
+    over the base it gives the pipeline's video; exported, the adapter is fp16 and the base path re-pointed."""
+    from safetensors.torch import load_file
+
+    from pipelines import TextToVideoPipeline
+    from videogen.export import export_pipeline
+    from videogen.integrity import verify_checkpoint
+    from videogen.loading import is_camera_control, load_pipeline
+
+    TextToVideoPipeline(**t2v_parts).save_pretrained(tmp_path / "models" / "base")
+    pipe = camera_pipe(t2v_parts, trained_adapter(t2v_parts["transformer"]))
+    pipe.save_adapter(tmp_path / "runs" / "final", base=tmp_path / "models" / "base")
+    final = tmp_path / "runs" / "final"
+    assert json.loads((final / "base.json").read_text())["base"] == "../../models/base"
+    assert not (final / "transformer").exists() and is_camera_control(final)
+    expected = run(pipe, camera="pan-up")
+    alone = load_pipeline(final)
+    alone.set_progress_bar_config(disable=True)
+    assert type(alone.camera_adapter) is CameraControlNet
+    assert max_abs_diff(run(alone, camera="pan-up"), expected) <= 1e-5
+    ship = export_pipeline(final, tmp_path / "models" / "camera", generation_config={"steps": 3})
+    assert json.loads((ship / "base.json").read_text())["base"] == "../base"  # re-pointed from its new place
+    assert not (ship / "transformer").exists() and verify_checkpoint(ship) >= 4
+    weights = load_file(str(ship / "camera_adapter" / "diffusion_pytorch_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    loaded = load_pipeline(ship)
+    loaded.set_progress_bar_config(disable=True)
+    assert max_abs_diff(run(loaded, camera="pan-up"), expected) < 0.05  # fp16 weights
+    with pytest.raises(ValueError, match="no camera_adapter"):
+        CameraControlPipeline(**t2v_parts).save_adapter(tmp_path / "none", base=tmp_path / "models" / "base")
+
+
 def test_wrong_adapter_for_the_transformer(t2v_parts):
     from test_pipeline_camera import TINY_CAMERA_DIT
     from videogen.models.transformer import VideoDiT

@@ -53,9 +53,9 @@ def test_camera_task_trains_the_adapter_only_and_resumes_exactly(tmp_path, world
     final = tmp_path / "full" / "final"
     index = json.loads((final / "model_index.json").read_text())
     assert index["_class_name"] == "CameraControlPipeline" and index["camera_adapter"][1] == "CameraControlNet"
-    base = load_file(str(world / "base" / "transformer" / "diffusion_pytorch_model.safetensors"))
-    saved = load_file(str(final / "transformer" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(base[k], saved[k]) for k in base)  # the base stayed frozen
+    # The adapter alone, pointing at the base (not a copy of it).
+    assert (final / "base.json").exists() and not (final / "transformer").exists()
+    assert (final / json.loads((final / "base.json").read_text())["base"]).resolve() == (world / "base").resolve()
     trained = adapter_tensors(tmp_path / "full")
     assert trained["proj_out.0.weight"].abs().max() > 0  # ... and the adapter left its zero start
     assert (tmp_path / "full" / "validation" / "step-00000004" / "prompt00-pan-left-seed0.mp4").exists()
@@ -79,6 +79,8 @@ def test_camera_task_trains_the_adapter_only_and_resumes_exactly(tmp_path, world
     from videogen.loading import load_pipeline
 
     pipe = load_pipeline(final)
+    base = load_file(str(world / "base" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(base[k], v) for k, v in pipe.transformer.state_dict().items())  # the base stayed frozen
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a red circle", camera="zoom-in", height=32, width=32, num_frames=9, num_inference_steps=2,
                max_sequence_length=16, output_type="np", generator=torch.Generator().manual_seed(0)).frames

@@ -60,25 +60,30 @@ def finish(src: Path, tmp: Path, dst: Path, generation_config: dict | None) -> P
 
 
 def export_adapter_dir(src, dst, dtype: str = "float16", generation_config: dict | None = None) -> Path:
-    """``export_pipeline`` for an adapter-only directory (``base.json``: a trained trajectory adapter over its
-    base): the adapter in ``dtype``, ``base.json`` re-pointed so that ``dst`` finds the same base (the path kept
-    relative, so ``checkpoints/`` moves as one), the generation defaults and ``SHA256SUMS``; the base is not copied."""
+    """``export_pipeline`` for an adapter-only directory (``base.json``: a trained camera or trajectory adapter
+    over its base): the adapter in ``dtype``, ``base.json`` re-pointed so that ``dst`` finds the same base (the path
+    kept relative, so ``checkpoints/`` moves as one), the generation defaults and ``SHA256SUMS``; the base is not
+    copied."""
     import os
 
     import torch
 
-    from pipelines.trajectory_control import BASE_FILE
-    from videogen.models.adapters import TrajectoryAdapter
+    from pipelines.adapter_dir import BASE_FILE, read_base_info
+    from videogen.models.adapters import CameraControlNet, TrajectoryAdapter
 
     src, dst = Path(src), Path(dst)
-    info = json.loads((src / BASE_FILE).read_text())
-    base = (src / info["base"]).resolve()
-    adapter = TrajectoryAdapter.from_pretrained(src / "trajectory_adapter").to(getattr(torch, dtype))
+    info, base = read_base_info(src)
+    index = json.loads((src / "model_index.json").read_text())
+    component = next((c for c in ("camera_adapter", "trajectory_adapter") if c in index), None)
+    if component is None:
+        raise ValueError(f"{src} has a {BASE_FILE} but its model_index.json names no camera_adapter or "
+                         "trajectory_adapter")
+    cls = CameraControlNet if component == "camera_adapter" else TrajectoryAdapter
+    adapter = cls.from_pretrained(src / component).to(getattr(torch, dtype))
     tmp = fresh_beside(dst)
     rel = os.path.relpath(base, dst.resolve())
-    adapter.save_pretrained(tmp / "trajectory_adapter", safe_serialization=True)
+    adapter.save_pretrained(tmp / component, safe_serialization=True)
     (tmp / BASE_FILE).write_text(json.dumps({**info, "base": rel}, indent=2) + "\n")
-    index = json.loads((src / "model_index.json").read_text())
     (tmp / "model_index.json").write_text(json.dumps({**index, "base": rel}, indent=2) + "\n")
     return finish(src, tmp, dst, generation_config)
 

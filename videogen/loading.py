@@ -133,15 +133,17 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     model = Path(model)
     name = pipeline_class_name(model)
     verify_checkpoint(model)
-    if name in TRAJECTORY_CONTROL_CLASSES and (model / "base.json").exists():
+    if name in TRAJECTORY_CONTROL_CLASSES + CAMERA_CONTROL_CLASSES and (model / "base.json").exists():
+        from pipelines.camera_control import CameraControlPipeline
         from pipelines.trajectory_control import TrajectoryControlPipeline
 
         # An adapter-only directory: its base loaded as any other model (same device and dtype), then the adapter.
-        pipe = TrajectoryControlPipeline.from_adapter_dir(model, load_base=lambda p: load_pipeline(p, device, dtype))
+        cls = TrajectoryControlPipeline if name in TRAJECTORY_CONTROL_CLASSES else CameraControlPipeline
+        pipe = cls.from_adapter_dir(model, load_base=lambda p: load_pipeline(p, device, dtype))
         if dtype != "float32":
             from videogen.convert.wan import cast_keeping_fp32
 
-            cast_keeping_fp32(pipe.trajectory_adapter, getattr(torch, dtype))
+            cast_keeping_fp32(getattr(pipe, cls.adapter_component), getattr(torch, dtype))
         return pipe.to(device)
     if name in IMAGE_TO_VIDEO_CLASSES:
         from pipelines.image_to_video import ImageToVideoPipeline as cls

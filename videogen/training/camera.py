@@ -243,10 +243,11 @@ class CameraTask:
         return written
 
     def save_final(self, trainer, final: Path) -> Path:
-        """The camera pipeline (base components + the trained adapter in ``camera_adapter/``), with the base's
-        generation settings updated to what it was trained at; after high-noise training, the camera window of
-        the steps it was trained on (``high_noise_window`` at the base's step count)."""
-        self.pipeline(trainer).save_pretrained(final)
+        """The adapter alone (``camera_adapter/``) with a ``base.json`` pointing at ``model.pretrained``
+        (``pipelines.adapter_dir``), and the base's generation settings updated to what it was trained at; after
+        high-noise training, the camera window of the steps it was trained on (``high_noise_window`` at the base's
+        step count)."""
+        self.pipeline(trainer).save_adapter(final, base=Path(self.cfg["model"]["pretrained"]))
         base = Path(self.cfg["model"]["pretrained"]) / "generation_config.json"
         settings = json.loads(base.read_text()) if base.exists() else {}
         d, c = self.cfg["data"], self.cfg["camera"]
