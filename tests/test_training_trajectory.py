@@ -121,6 +121,17 @@ def test_prepare_drops_tracks_as_drawn_and_is_deterministic(world):
     expected = (torch.rand(4, generator=torch.Generator().manual_seed(5)) >= 0.5).float()
     assert torch.equal(scale, expected) and torch.equal(video, batch["video"])
     assert motion.shape == (4, base.vae.config.z_dim, 3, 4, 4)
+    # Each sample's motion latents are its own flow video encoded alone (Tora's flow of the clip's tracks, or the
+    # all-zero flow of a dropped sample), whatever else is in the batch; the second call found them remembered.
+    from pipelines.trajectory_control import motion_latents
+
+    for i in range(4):
+        if scale[i]:
+            tracks = clip_tracks(samples[i]["metadata"], 9, 32, 32)
+        else:
+            tracks = (torch.zeros(1, 9, 2), torch.zeros(1, 9, dtype=torch.bool))
+        assert torch.equal(motion[i], motion_latents(base.vae, *tracks, 32, 32)[0])
+    assert 1 <= len(task._memo) <= 5 and task._memo_bytes == len(task._memo) * motion[0].numel() * 4
 
 
 def test_trajectory_training_from_a_latent_cache_equals_training_from_the_videos(tmp_path, world):

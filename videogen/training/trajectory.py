@@ -17,6 +17,8 @@ import torch
 
 from videogen.training.camera import check_frozen_base, high_noise_sigmas, local_list
 
+MEMO_BYTES = 2 << 30  # the motion latents the task remembers (2 GiB: 26000 clips' at 64x64, 17 frames, z 16)
+
 # ----------------------------------------------------------------------------------------------
 # Small pure functions
 # ----------------------------------------------------------------------------------------------
@@ -96,13 +98,11 @@ class TrajectoryTask:
     def prepare(self, batch: dict, generator: torch.Generator, global_batch: int, local):
         """``(video [B, 3, F, H, W] or None, (motion latents [B, z, F', h, w], scale [B]))``: each clip's tracks
         (all its objects; only the first k of them with probability ``trajectory.partial_prob``; none, scale 0,
-        with ``trajectory.drop_prob`` or for a clip without objects) as Tora's flow video through the frozen VAE.
+        with ``trajectory.drop_prob`` or for a clip without objects) as Tora's flow video through the frozen VAE
+        (``motion_latents``).
         A batch from a latent cache (``videogen cache``, which keeps each clip's metadata) gives no video (None):
         its pixel size comes from the latents' shape. Draws are made for the ``global_batch`` and sliced with
         ``local``."""
-        from pipelines.trajectory_control import flow_latents
-        from videogen.conditioning.trajectory import tora_flow_video
-
         c = self.cfg["trajectory"]
         if "video" in batch:
             video = batch["video"]
@@ -119,7 +119,7 @@ class TrajectoryTask:
         partial = local(torch.rand(n, generator=generator) < c["partial_prob"])
         fraction = local_list(torch.rand(n, generator=generator).tolist(), local)
         metadata = batch.get("metadata") or [None] * b
-        flows, scales = [], []
+        motion, scales = [], []
         for i in range(b):
             tracks = clip_tracks(metadata[i], f, h, w)
             if tracks is not None and partial[i] and tracks[0].shape[0] > 1:
@@ -129,10 +129,26 @@ class TrajectoryTask:
                 scales.append(0.0)
             else:
                 scales.append(1.0)
-            flows.append(tora_flow_video(*tracks, h, w))
-        with torch.no_grad():  # the whole batch through the frozen VAE at once
-            motion = flow_latents(self.vae, torch.stack(flows))
-        return video, (motion, torch.tensor(scales))
+            motion.append(self.motion_latents(*tracks, h, w))
+        return video, (torch.stack(motion), torch.tensor(scales))
+
+    def motion_latents(self, tracks: torch.Tensor, visible: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``[z, F', h, w]``: one sample's tracks as Tora's flow video through the frozen VAE, encoded alone (so the
+        value never depends on the rest of the batch, and a resumed run is exact) and remembered by the tracks
+        (a clip's tracks come back every epoch; encoding them was most of a step), up to ``MEMO_BYTES``."""
+        from pipelines.trajectory_control import motion_latents
+
+        key = (height, width, tracks.numpy().tobytes(), visible.numpy().tobytes())
+        memo = self.__dict__.setdefault("_memo", {})
+        if key in memo:
+            return memo[key]
+        with torch.no_grad():
+            latents = motion_latents(self.vae, tracks, visible, height, width)[0].cpu()
+        used = self.__dict__.get("_memo_bytes", 0)
+        if used + latents.numel() * latents.element_size() <= MEMO_BYTES:
+            memo[key] = latents
+            self._memo_bytes = used + latents.numel() * latents.element_size()
+        return latents
 
     def model_inputs(self, prepared, device) -> dict:
         """The trained module's extra inputs for ``prepare``'s motion latents and scales, on ``device``."""
