@@ -39,8 +39,9 @@ CONTROLS = (
 )
 FILE_CONTROLS = ("image", "last_image", "camera_image", "camera_file", "trajectory_image", "tracks_file")
 
-NO_CAMERA_MODEL = ("Camera control needs a camera-control model, and none is loaded: there is no embedded camera "
-                   "model yet. Enter a CameraControlPipeline directory under **Model directory** (one written by "
+NO_CAMERA_MODEL = ("Camera control needs a camera-control model, and none is loaded: leave **Model directory** empty "
+                   "for the embedded one (where this install has it), or enter a CameraControlPipeline directory (one "
+                   "trained with `videogen train --config configs/shapes-camera/adapter.yaml`, or one written by "
                    "`CameraControlPipeline.from_wan(WAN_I2V_DIR, transformer=FUN_CAMERA_DIT).save_pretrained(DIR)` "
                    "from the Wan2.1-Fun Control-Camera weights; see the README's Camera control section).")
 NO_TRAJECTORY_MODEL = ("Trajectory control needs a trajectory model, and none is loaded: enter a "
@@ -401,8 +402,11 @@ def model_status(model: Optional[str]) -> str:
     from videogen.loading import DEFAULT_MODELS, pipeline_class_name
 
     if not model:
+        kinds = {"camera": "camera control", "trajectory": "trajectory control"}
+        extra = "; ".join(f"`{DEFAULT_MODELS[k]}` ({what})" if DEFAULT_MODELS[k] else f"no embedded {what} model"
+                          for k, what in kinds.items())
         return (f"Embedded defaults: `{DEFAULT_MODELS['text']}` (text-to-video) and `{DEFAULT_MODELS['image']}` "
-                "(image-to-video). No embedded camera model.")
+                f"(image-to-video); {extra}.")
     try:
         return f"`{model}`: {pipeline_class_name(Path(model))}"
     except (OSError, ValueError) as err:
@@ -426,11 +430,13 @@ def trajectory_status(model: Optional[str]) -> str:
 
 def camera_status(model: Optional[str]) -> str:
     """Whether the Model directory holds a camera-control pipeline; the message saying what to do when not."""
-    from videogen.loading import is_camera_control
+    from videogen.loading import DEFAULT_MODELS, default_model, is_camera_control
 
     try:
         if model and is_camera_control(Path(model)):
             return f"Camera model: `{model}`."
+        if not model and DEFAULT_MODELS["camera"]:
+            return f"Camera model: the embedded `{default_model('camera').name}`."
     except (OSError, ValueError):
         pass
     return NO_CAMERA_MODEL
@@ -515,7 +521,9 @@ class App:
             if image is None:
                 raise ValueError("image-to-video: upload a first frame")
         if mode == "camera":
-            if model is None:
+            from videogen.loading import DEFAULT_MODELS
+
+            if model is None and not DEFAULT_MODELS["camera"]:
                 raise ValueError(NO_CAMERA_MODEL)
             camera = file_path(settings.get("camera_file")) or settings.get("camera_preset")
             if not camera:
