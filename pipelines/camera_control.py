@@ -155,6 +155,10 @@ class CameraControlPipeline(AdapterDirMixin, VideoDiffusionPipeline):
             raise ValueError(f"the camera_adapter was built for a DiT of width {a.out_dim} and patch "
                              f"{tuple(a.patch_size)}; this transformer has width {cfg.dim} and patch "
                              f"{tuple(cfg.patch_size)}")
+        if a.camera_downscale != self.vae.spatial_compression:
+            raise ValueError(f"the camera_adapter folds {a.camera_downscale}x{a.camera_downscale} pixels per latent "
+                             f"pixel but this VAE compresses {self.vae.spatial_compression}x: build it with "
+                             "CameraControlNet.for_transformer(transformer, vae=vae)")
         if a.num_layers > cfg.num_layers or a.latent_channels > cfg.in_channels:
             raise ValueError(f"the camera_adapter has {a.num_layers} blocks reading {a.latent_channels} latent "
                              f"channels; this transformer has {cfg.num_layers} blocks and {cfg.in_channels} input "

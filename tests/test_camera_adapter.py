@@ -343,6 +343,13 @@ def test_wrong_adapter_for_the_transformer(t2v_parts):
         run(camera_pipe(t2v_parts, narrow), camera="pan-left")
     with pytest.raises(ValueError, match="num_layers \\(4\\) exceeds"):
         CameraControlNet.for_transformer(t2v_parts["transformer"], num_layers=4)
+    vae = t2v_parts["vae"]
+    fitted = CameraControlNet.for_transformer(t2v_parts["transformer"], num_heads=2, vae=vae)
+    assert fitted.config.camera_downscale == vae.spatial_compression
+    other = CameraControlNet.for_transformer(t2v_parts["transformer"], num_heads=2,
+                                             camera_downscale=2 * vae.spatial_compression)
+    with pytest.raises(ValueError, match=f"this VAE compresses {vae.spatial_compression}x"):
+        run(camera_pipe(t2v_parts, other), camera="pan-left")
 
 
 def test_videogen_generate_runs_a_saved_adapter_pipeline(t2v_parts, tmp_path):

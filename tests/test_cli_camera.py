@@ -108,7 +108,6 @@ def test_camera_errors_are_one_line_messages(checkpoint, tmp_path, capsys):
     out = str(tmp_path / "never.mp4")
     model = ["--model", str(checkpoint / "camera")]
     cases = [
-        (["--camera", "pan-left"], "there is no embedded camera-control model yet; pass --model DIR"),
         (["--model", str(tmp_path / "t2v"), "--camera", "pan-left"], "--camera needs a camera-control model"),
         ([*model, "--camera-scale", "2"], "--camera-scale need --camera"),
         ([*model, "--camera", str(tmp_path / "bad.txt")], f"{tmp_path / 'bad.txt'}:4: expected 19 numbers"),
@@ -134,11 +133,10 @@ def test_a_camera_model_without_a_camera_warns_and_runs(checkpoint, capsys):
     assert code == 0 and load_video(out).shape == (9, 32, 48, 3)
 
 
-def test_default_model_for_a_camera_says_there_is_none_yet():
+def test_default_model_for_a_camera_is_the_embedded_camera_model():
     from videogen.loading import default_model_for
 
-    with pytest.raises(ValueError, match="no embedded camera-control model yet; pass --model DIR"):
-        default_model_for(camera=True)
-    with pytest.raises(ValueError, match="no embedded camera-control model yet"):
-        default_model_for(image=True, camera=True)
+    assert default_model_for(camera=True).name == "shapes-camera"
+    assert default_model_for(image=True, camera=True).name == "shapes-camera"  # it takes a start image too
+    assert default_model_for(trajectory=True).name == "shapes-trajectory"
     assert default_model_for(image=True).name == "shapes-t2v"  # one model for both

@@ -29,9 +29,31 @@ def test_layout_size_and_checksums():
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}, path
     total = sum(p.stat().st_size for p in CHECKPOINTS.rglob("*") if p.is_file())
     assert total <= 40 * 10**6, f"checkpoints/ is {total / 1e6:.1f} MB"
-    assert sorted(p.name for p in CHECKPOINTS.iterdir() if p.is_dir()) == ["shapes-t2v"]
+    assert sorted(p.name for p in CHECKPOINTS.iterdir() if p.is_dir()) == ["shapes-camera", "shapes-t2v",
+                                                                          "shapes-trajectory"]
     assert index["_class_name"] == "ImageToVideoPipeline" and index["image_optional"] is True
     assert verify_checkpoint(model) == len((model / "SHA256SUMS").read_text().splitlines())
+
+
+def test_embedded_adapters_point_at_the_default_and_are_trained():
+    """The camera and trajectory models are adapters alone (fp16), each pointing at the one base; both left their
+    zero start (a trained adapter changes the video; untrained ones change nothing)."""
+    for name, component, zero_init in (("shapes-camera", "camera_adapter", "proj_out.0.weight"),
+                                       ("shapes-trajectory", "trajectory_adapter", "fusers.0.gamma_temporal.weight")):
+        model = CHECKPOINTS / name
+        assert (model / json.loads((model / "base.json").read_text())["base"]).resolve() == T2V.resolve()
+        assert not (model / "transformer").exists() and verify_checkpoint(model) >= 4
+        with safe_open(model / component / "diffusion_pytorch_model.safetensors", framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        assert {t.dtype for t in tensors.values()} == {torch.float16}, name
+        assert tensors[zero_init].abs().max() > 0, name
+
+
+def test_generate_with_a_camera_or_a_trajectory_uses_the_embedded_adapters(tmp_path):
+    for extra in (["--camera", "pan-left"], ["--trajectory", "8,32 56,32"]):
+        out = tmp_path / "out.mp4"
+        assert main(["generate", "a red circle and a blue square", "-o", str(out), "--steps", "2", *extra]) == 0
+        assert load_video(out).shape == (17, 64, 64, 3), extra
 
 
 def test_generate_uses_the_default_and_writes_a_real_mp4(tmp_path, capsys):

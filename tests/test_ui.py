@@ -130,7 +130,8 @@ def test_camera_path_image_and_pose_file_errors(models):
         assert img.shape == (160, 320, 3) and (img == [220, 60, 60]).all(-1).any()  # the path is drawn
     with pytest.raises(ValueError, match="bad_pose.txt:2"):
         ui.camera_path_image(str(models / "bad_pose.txt"), 9, 32, 48)
-    assert ui.camera_status("") == ui.NO_CAMERA_MODEL and ui.camera_status(str(models / "t2v")) == ui.NO_CAMERA_MODEL
+    assert ui.camera_status("") == "Camera model: the embedded `shapes-camera`."
+    assert ui.camera_status(str(models / "t2v")) == ui.NO_CAMERA_MODEL
     assert ui.camera_status(str(models / "camera")).startswith("Camera model:")
 
 
@@ -215,7 +216,7 @@ def test_loras_and_their_strengths(app, models):
     (dict(mode="image-to-video", model="", image="MODELS/not_an_image.png"), "cannot read image"),
     (dict(mode="image-to-video", model=""), "upload a first frame"),
     (dict(mode="image-to-video", image="MODELS/first.png"), "--image needs an image-to-video model"),
-    (dict(mode="camera", model=""), "no embedded camera model"),
+    (dict(mode="camera", model="MODELS/t2v"), "--camera needs a camera-control model"),
     (dict(mode="camera", model="MODELS/camera", camera_file="MODELS/bad_pose.txt"), "bad_pose.txt:2"),
     (dict(mode="trajectory", tracks_text="4,4 oops"), "inline trajectory point 'oops'"),
     (dict(mode="trajectory"), "click points on the first frame or upload a track file"),

@@ -156,7 +156,7 @@ class CameraTask:
             adapter = CameraControlNet.from_pretrained(c["init"])
         else:
             torch.manual_seed(cfg["seed"])
-            adapter = CameraControlNet.for_transformer(transformer, **(c["adapter"] or {}))
+            adapter = CameraControlNet.for_transformer(transformer, vae=self.vae, **(c["adapter"] or {}))
         self.model = CameraAdapterModel(transformer, adapter)
 
     def adapter(self, accelerator) -> "torch.nn.Module":

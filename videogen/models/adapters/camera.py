@@ -127,10 +127,13 @@ class CameraControlNet(ModelMixin, ConfigMixin):
 
     @classmethod
     def for_transformer(cls, transformer, num_layers: int = 2, dim: Optional[int] = None, num_heads: int = 4,
-                        ffn_dim: Optional[int] = None, latent_channels: Optional[int] = None, **kwargs):
+                        ffn_dim: Optional[int] = None, latent_channels: Optional[int] = None, vae=None, **kwargs):
         """An untrained adapter sized for ``transformer`` (a ``VideoDiT``): its width, patch and noisy-latent
-        channels; the branch width defaults to a quarter of the DiT's (at least 24), ``ffn_dim`` to 4x that."""
+        channels, and with ``vae`` its spatial compression (``camera_downscale``; else 8, Wan2.1's); the branch
+        width defaults to a quarter of the DiT's (at least 24), ``ffn_dim`` to 4x that."""
         cfg = transformer.config
+        if vae is not None:
+            kwargs.setdefault("camera_downscale", vae.spatial_compression)
         if num_layers > cfg.num_layers:
             raise ValueError(f"num_layers ({num_layers}) exceeds the DiT's {cfg.num_layers} blocks")
         dim = dim if dim is not None else max(24, cfg.dim // 4 // num_heads * num_heads)
