@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,6 +249,12 @@ def test_camera_and_trajectory_modes(app, models, tmp_path):
     assert json.loads(open(camera["sidecar"]).read())["settings"]["camera_image"].endswith(".png")
     with pytest.raises(ValueError, match="needs a trajectory model"):  # checked tracks, no generation faked
         app.plan(settings(models, mode="trajectory", tracks_text="4,4 20,20"))
+    # An empty Model directory: the embedded camera and trajectory models (adapters over the embedded default).
+    from videogen.loading import checkpoints_dir
+
+    for mode, extra in (("camera", {}), ("trajectory", {"tracks_text": "8,32 56,32"})):
+        plan = app.plan(settings(models, model="", mode=mode, height=64, width=64, num_frames=17, **extra))
+        assert Path(plan["model"]) == checkpoints_dir() / f"shapes-{mode}", mode
     tracks = "4,4 28,20\n30,30 2,2"
     done = app.run(settings(models, model=str(models / "trajectory"), mode="trajectory", tracks_text=tracks,
                             trajectory_image=str(models / "first.png")))  # a T2V base: the frame is only drawn on

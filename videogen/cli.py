@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--last-image", dest="last_image", help="last frame (first-last-frame generation)")
     gen.add_argument("--model", default=None, help="pipeline directory (default: the embedded model that takes the "
                      "conditions given: checkpoints/shapes-t2v, one model for text- and image-to-video (--image); "
-                     "no embedded model takes --camera yet)")
+                     "with --camera checkpoints/shapes-camera, with --trajectory checkpoints/shapes-trajectory, "
+                     "adapters over it)")
     gen.add_argument("--camera", help="camera path for camera-control models: a preset (pan-left, zoom-in, orbit-right, "
                      "...; see `videogen camera-preset`) or a pose file (CameraCtrl/RealEstate10K text or JSON)")
     gen.add_argument("--camera-scale", dest="camera_scale", type=float,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 # Embedded default models, by the conditioning they take (a name under the checkpoints directory; None: no
-# embedded model takes it yet).
-DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-t2v", "camera": None, "trajectory": None}
+# embedded model takes it). The camera and trajectory ones are adapters alone over shapes-t2v (base.json).
+DEFAULT_MODELS = {"text": "shapes-t2v", "image": "shapes-t2v", "camera": "shapes-camera",
+                  "trajectory": "shapes-trajectory"}
 
 GENERATION_DEFAULTS = dict(height=480, width=832, num_frames=81, steps=50, guidance_scale=5.0, stg_scale=0.0,
                            stg_blocks=[2], stg_mode="block", negative_prompt="", fps=16, scheduler=None,

@@ -39,13 +39,15 @@ CONTROLS = (
 )
 FILE_CONTROLS = ("image", "last_image", "camera_image", "camera_file", "trajectory_image", "tracks_file")
 
-NO_CAMERA_MODEL = ("Camera control needs a camera-control model, and none is loaded: leave **Model directory** empty "
-                   "for the embedded one (where this install has it), or enter a CameraControlPipeline directory (one "
+NO_CAMERA_MODEL = ("Camera control needs a camera-control model, and the **Model directory** holds none: leave it "
+                   "empty for the embedded one (`checkpoints/shapes-camera`), or enter a CameraControlPipeline "
+                   "directory (one "
                    "trained with `videogen train --config configs/shapes-camera/adapter.yaml`, or one written by "
                    "`CameraControlPipeline.from_wan(WAN_I2V_DIR, transformer=FUN_CAMERA_DIT).save_pretrained(DIR)` "
                    "from the Wan2.1-Fun Control-Camera weights; see the README's Camera control section).")
-NO_TRAJECTORY_MODEL = ("Trajectory control needs a trajectory model, and none is loaded: enter a "
-                       "TrajectoryControlPipeline directory under **Model directory** (one trained with `videogen "
+NO_TRAJECTORY_MODEL = ("Trajectory control needs a trajectory model, and the **Model directory** holds none: "
+                       "leave it empty for the embedded one (`checkpoints/shapes-trajectory`), or enter a "
+                       "TrajectoryControlPipeline directory (one trained with `videogen "
                        "train --config configs/shapes-trajectory/adapter.yaml`, or ATI / Wan-Move weights loaded with "
                        "`TrajectoryControlPipeline.from_wan(WAN_I2V_DIR, 'ati').save_pretrained(DIR)`; see the README's "
                        "Trajectory control section). The tracks were read and checked. Nothing was generated.")
