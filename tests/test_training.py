@@ -68,6 +68,26 @@ def run_cli(*args, env=None, timeout=300):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def check_cached_training_equals_video_training(tmp_path: Path, world: Path, task_args: list, adapter_tensors) -> Path:
+    """An adapter task (``task_args``: its CLI overrides) trained 3 steps from ``world``'s clips and from their
+    ``videogen cache``: the same losses and the same adapter (``adapter_tensors(run_dir)``). Returns the cache."""
+    cached = run_cli("cache", "--data", str(world / "clips"), "--model", str(world / "base"),
+                     "--out", str(tmp_path / "cache"), "--num-frames", "9", "--height", "32", "--width", "32",
+                     "--max-sequence-length", "16")
+    assert cached.returncode == 0, cached.stderr[-2000:]
+    config = write_config(tmp_path, data={"root": str(world / "clips")})
+    runs = {}
+    for name, extra in (("videos", []), ("cached", [f"data.cache={tmp_path / 'cache'}"])):
+        proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", "train.max_steps=3",
+                       *task_args, *extra, "train.learning_rate=1e-3")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+    assert np.allclose(runs["videos"], runs["cached"], rtol=1e-4), runs
+    a, b = adapter_tensors(tmp_path / "videos"), adapter_tensors(tmp_path / "cached")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    return tmp_path / "cache"
+
+
 def final_tensors(run_dir: Path) -> dict:
     return load_file(str(run_dir / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
 

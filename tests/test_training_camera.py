@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training import run_cli, write_config
+from test_training import check_cached_training_equals_video_training, run_cli, write_config
 from videogen.conditioning.camera import pack_camera, plucker_rays, relative_poses
 from videogen.training.camera import (
     CameraTask, clip_plucker, frames_to_drop, freeze_to_first_frame, high_noise_sigmas, high_noise_window,
@@ -109,24 +109,12 @@ def test_camera_training_from_a_latent_cache(tmp_path, world):
     (decoded from latent frame 0) frozen over the clip, as the VAE encodes them."""
     from videogen.loading import load_pipeline
 
-    cached = run_cli("cache", "--data", str(world / "clips"), "--model", str(world / "base"),
-                     "--out", str(tmp_path / "cache"), "--num-frames", "9", "--height", "32", "--width", "32",
-                     "--max-sequence-length", "16")
-    assert cached.returncode == 0, cached.stderr[-2000:]
-    config = write_config(tmp_path, data={"root": str(world / "clips")})
-    runs = {}
-    for name, extra in (("videos", []), ("cached", [f"data.cache={tmp_path / 'cache'}"])):
-        proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", "train.max_steps=3",
-                       *camera_args(world, *extra), "camera.static_prob=0", "train.learning_rate=1e-3")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
-    assert np.allclose(runs["videos"], runs["cached"], rtol=1e-4), runs
-    a, b = adapter_tensors(tmp_path / "videos"), adapter_tensors(tmp_path / "cached")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    cache = check_cached_training_equals_video_training(
+        tmp_path, world, [*camera_args(world), "camera.static_prob=0"], adapter_tensors)
     # The static null on a cached batch (every sample static).
     from videogen.data.cache import CachedDataset
 
-    entry = CachedDataset(tmp_path / "cache")[0]
+    entry = CachedDataset(cache)[0]
     vae = load_pipeline(world / "base").vae
     task = CameraTask.__new__(CameraTask)
     task.cfg, task.vae = load_config(None, ["camera.static_prob=0.999999", "camera.sparse_prob=0"]), vae

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training import run_cli, write_config
+from test_training import check_cached_training_equals_video_training, run_cli, write_config
 from videogen.training.trajectory import TrajectoryTask, clip_tracks, keep_first
 
 
@@ -137,17 +137,4 @@ def test_prepare_drops_tracks_as_drawn_and_is_deterministic(world):
 def test_trajectory_training_from_a_latent_cache_equals_training_from_the_videos(tmp_path, world):
     """`videogen cache` keeps each clip's metadata, so the trajectory task trains from cached latents (only the
     flow video goes through the VAE each step): the same losses and the same adapter as from the videos."""
-    cached = run_cli("cache", "--data", str(world / "clips"), "--model", str(world / "base"),
-                     "--out", str(tmp_path / "cache"), "--num-frames", "9", "--height", "32", "--width", "32",
-                     "--max-sequence-length", "16")
-    assert cached.returncode == 0, cached.stderr[-2000:]
-    config = write_config(tmp_path, data={"root": str(world / "clips")})
-    runs = {}
-    for name, extra in (("videos", []), ("cached", [f"data.cache={tmp_path / 'cache'}"])):
-        proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", "train.max_steps=3",
-                       *trajectory_args(world, *extra), "train.learning_rate=1e-3")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
-    assert np.allclose(runs["videos"], runs["cached"], rtol=1e-4), runs
-    a, b = adapter_tensors(tmp_path / "videos"), adapter_tensors(tmp_path / "cached")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    check_cached_training_equals_video_training(tmp_path, world, trajectory_args(world), adapter_tensors)
