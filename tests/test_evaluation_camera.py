@@ -120,6 +120,15 @@ def test_run_camera_eval_and_the_cli(tmp_path):
                              "floor (camera off)"]
     assert summary["ceiling"]["direction_accuracy"] == 1.0 and summary["ceiling"]["rot_err"] < 0.05
     assert set(summary["defaults"]["per_motion"]) == {"pan_left", "roll_clockwise"}
+    # The scene kept: the text-to-video eval's colour / shape / count judges, on every run; the rendered truth
+    # passes the count (two objects named, two drawn).
+    from videogen.evaluation.metrics import score_clip
+
+    video = ground_truth(DEFAULT_PROMPT, 0, "pan_left", 9, 64, 64)[0]
+    assert summary["ceiling"]["count_accuracy"] == 100.0 == 100.0 * score_clip(video, DEFAULT_PROMPT)["count_ok"]
+    records = result["records"]["defaults"]
+    judged = [r["count_ok"] for r in records if r["count_ok"] is not None]
+    assert summary["defaults"]["count_accuracy"] == (100.0 * sum(judged) / len(judged) if judged else None)
     saved = json.loads((tmp_path / "out" / "camera_eval.json").read_text())
     assert len(saved["records"]["floor (camera off)"]) == 2
     # The command line: the same evaluation from a saved pipeline, with a sweep.

@@ -284,6 +284,9 @@ def summarize_camera(records: list[dict]) -> dict:
 
     out = {k: mean(records, k) for k in ("rot_err", "trans_err", "cam_mc")}
     out["direction_accuracy"] = mean(records, "direction_correct")
+    for name in ("color", "shape", "count"):  # the scene kept (the text-to-video eval's judges), where judged
+        judged = [r[f"{name}_ok"] for r in records if r.get(f"{name}_ok") is not None]
+        out[f"{name}_accuracy"] = 100.0 * sum(judged) / len(judged) if judged else None
     out["per_motion"] = {m: mean([r for r in records if r["camera"] == m], "direction_correct")
                          for m in dict.fromkeys(r["camera"] for r in records)}
     return out
@@ -321,6 +324,7 @@ def run_camera_eval(pipe, prompts, seeds, motions=EVAL_MOTIONS, settings=({},), 
     from tqdm.auto import tqdm
 
     from videogen.evaluation.evaluate import to_uint8, write_result
+    from videogen.evaluation.metrics import score_clip
 
     runs = {"ceiling": []}
     named = {_setting_name(s): s for s in settings}
@@ -331,15 +335,19 @@ def run_camera_eval(pipe, prompts, seeds, motions=EVAL_MOTIONS, settings=({},), 
     jobs = [(p, s, m) for p in prompts for s in seeds for m in motions]
     for prompt, seed, motion in tqdm(jobs, desc="camera eval", disable=not progress):
         video, intrinsics, c2w = ground_truth(prompt, seed, motion, num_frames, height, width)
-        runs["ceiling"].append(dict(prompt=prompt, seed=seed, camera=motion, **score(video, intrinsics, c2w, motion)))
+        truth = score_clip(video, prompt)
+        runs["ceiling"].append(dict(prompt=prompt, seed=seed, camera=motion, **score(video, intrinsics, c2w, motion),
+                                    **{f"{k}_ok": truth[f"{k}_ok"] for k in ("color", "shape", "count")}))
         camera = (torch.tensor(intrinsics, dtype=torch.float32), torch.tensor(c2w, dtype=torch.float32))
         for name, setting in named.items():
             frames = pipe(prompt, camera=camera, height=height, width=width, num_frames=num_frames,
                           num_inference_steps=steps, max_sequence_length=max_sequence_length, output_type="np",
                           generator=torch.Generator().manual_seed(seed),
                           **call_arguments(setting, guidance_scale, stg or {})).frames[0]
-            runs[name].append(dict(prompt=prompt, seed=seed, camera=motion,
-                                   **score(to_uint8(frames), intrinsics, c2w, motion)))
+            clip = to_uint8(frames)
+            kept = score_clip(clip, prompt)
+            runs[name].append(dict(prompt=prompt, seed=seed, camera=motion, **score(clip, intrinsics, c2w, motion),
+                                   **{f"{k}_ok": kept[f"{k}_ok"] for k in ("color", "shape", "count")}))
     result = dict(config=dict(prompts=list(prompts), seeds=list(seeds), motions=list(motions), steps=steps,
                               guidance_scale=guidance_scale, stg=stg or {}, settings={k: _jsonable(v) for k, v in named.items()}),
                   summary={name: summarize_camera(records) for name, records in runs.items()}, records=runs)
@@ -365,8 +373,13 @@ def _jsonable(value):
 
 def format_camera_table(summary: dict) -> str:
     """One row per run (ceiling, each setting, the floor): RotErr, TransErr, CamMC, direction accuracy."""
-    lines = [f"{'run':40s} {'RotErr':>8s} {'TransErr':>9s} {'CamMC':>8s} {'dir acc':>8s}"]
+    def pct(value):
+        return f"{value:7.1f}" if value is not None else f"{'-':>7s}"
+
+    lines = [f"{'run':40s} {'RotErr':>8s} {'TransErr':>9s} {'CamMC':>8s} {'dir acc':>8s} {'colour':>7s} "
+             f"{'shape':>7s} {'count':>7s}"]
     for name, s in summary.items():
         lines.append(f"{name[:40]:40s} {s['rot_err']:8.3f} {s['trans_err']:9.3f} {s['cam_mc']:8.3f} "
-                     f"{s['direction_accuracy']:8.2%}")
+                     f"{s['direction_accuracy']:8.2%} {pct(s.get('color_accuracy'))} {pct(s.get('shape_accuracy'))} "
+                     f"{pct(s.get('count_accuracy'))}")
     return "\n".join(lines)
