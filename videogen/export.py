@@ -69,17 +69,14 @@ def export_adapter_dir(src, dst, dtype: str = "float16", generation_config: dict
     import torch
 
     from pipelines.adapter_dir import BASE_FILE, read_base_info
-    from videogen.models.adapters import CameraControlNet, TrajectoryAdapter
+    from videogen.loading import adapter_pipeline_class
 
     src, dst = Path(src), Path(dst)
     info, base = read_base_info(src)
     index = json.loads((src / "model_index.json").read_text())
-    component = next((c for c in ("camera_adapter", "trajectory_adapter") if c in index), None)
-    if component is None:
-        raise ValueError(f"{src} has a {BASE_FILE} but its model_index.json names no camera_adapter or "
-                         "trajectory_adapter")
-    cls = CameraControlNet if component == "camera_adapter" else TrajectoryAdapter
-    adapter = cls.from_pretrained(src / component).to(getattr(torch, dtype))
+    pipeline = adapter_pipeline_class(src)
+    component = pipeline.adapter_component
+    adapter = pipeline.adapter_class.from_pretrained(src / component).to(getattr(torch, dtype))
     tmp = fresh_beside(dst)
     rel = os.path.relpath(base, dst.resolve())
     adapter.save_pretrained(tmp / component, safe_serialization=True)

@@ -118,6 +118,22 @@ def generates_from_text(model: Path) -> bool:
     return index.get("_class_name") not in IMAGE_TO_VIDEO_CLASSES or bool(index.get("image_optional", False))
 
 
+def adapter_pipeline_class(model: Path):
+    """The control pipeline class (``CameraControlPipeline`` or ``TrajectoryControlPipeline``) of an adapter-only
+    directory (``base.json``, ``pipelines.adapter_dir``), by its model_index.json; another class is a ``ValueError``."""
+    name = pipeline_class_name(model)
+    if name in CAMERA_CONTROL_CLASSES:
+        from pipelines.camera_control import CameraControlPipeline
+
+        return CameraControlPipeline
+    if name in TRAJECTORY_CONTROL_CLASSES:
+        from pipelines.trajectory_control import TrajectoryControlPipeline
+
+        return TrajectoryControlPipeline
+    raise ValueError(f"{model} has a base.json (an adapter-only directory) but its model_index.json names {name}, "
+                     "not a camera- or trajectory-control pipeline")
+
+
 def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     """The pipeline a directory holds, by its model_index.json ``_class_name``: diffusers Wan2.1 ``WanPipeline`` or
     ``WanImageToVideoPipeline`` (converted on load), our ``ImageToVideoPipeline``, ``CameraControlPipeline`` or
@@ -134,12 +150,9 @@ def load_pipeline(model: Path, device: str = "cpu", dtype: str = "float32"):
     model = Path(model)
     name = pipeline_class_name(model)
     verify_checkpoint(model)
-    if name in TRAJECTORY_CONTROL_CLASSES + CAMERA_CONTROL_CLASSES and (model / "base.json").exists():
-        from pipelines.camera_control import CameraControlPipeline
-        from pipelines.trajectory_control import TrajectoryControlPipeline
-
+    if name in CAMERA_CONTROL_CLASSES + TRAJECTORY_CONTROL_CLASSES and (model / "base.json").exists():
         # An adapter-only directory: its base loaded as any other model (same device and dtype), then the adapter.
-        cls = TrajectoryControlPipeline if name in TRAJECTORY_CONTROL_CLASSES else CameraControlPipeline
+        cls = adapter_pipeline_class(model)
         pipe = cls.from_adapter_dir(model, load_base=lambda p: load_pipeline(p, device, dtype))
         if dtype != "float32":
             from videogen.convert.wan import cast_keeping_fp32

@@ -28,7 +28,7 @@ import numpy as np
 from videogen.data.synthetic import (
     boxes_inside, camera_setup, image_geometry, object_track, render_clip,
 )
-from videogen.evaluation.metrics import measure_components
+from videogen.evaluation.metrics import measure_components, score_clip, summarize
 
 EVAL_MOTIONS = ("pan_left", "pan_right", "pan_up", "pan_down", "dolly_in", "dolly_out", "roll_clockwise",
                 "roll_counterclockwise", "zoom_in", "zoom_out", "orbit_left", "orbit_right")
@@ -277,6 +277,13 @@ def score(frames: np.ndarray, intrinsics: np.ndarray, c2w: np.ndarray, motion: s
                 motion=final_motion(poses), lost_frames=lost)
 
 
+def scene_kept(frames: np.ndarray, prompt: str) -> dict:
+    """``color_ok``, ``shape_ok``, ``count_ok`` of a clip against its prompt (``metrics.score_clip``, the
+    text-to-video eval's judges): whether the scene survives the camera."""
+    judged = score_clip(frames, prompt)
+    return {f"{k}_ok": judged[f"{k}_ok"] for k in ("color", "shape", "count")}
+
+
 def summarize_camera(records: list[dict]) -> dict:
     """Means of the errors and the direction accuracy overall and per camera motion."""
     def mean(rs, key):
@@ -284,9 +291,8 @@ def summarize_camera(records: list[dict]) -> dict:
 
     out = {k: mean(records, k) for k in ("rot_err", "trans_err", "cam_mc")}
     out["direction_accuracy"] = mean(records, "direction_correct")
-    for name in ("color", "shape", "count"):  # the scene kept (the text-to-video eval's judges), where judged
-        judged = [r[f"{name}_ok"] for r in records if r.get(f"{name}_ok") is not None]
-        out[f"{name}_accuracy"] = 100.0 * sum(judged) / len(judged) if judged else None
+    kept = summarize(records)  # the scene kept: the text-to-video eval's accuracies, where judged
+    out.update({f"{name}_accuracy": kept[f"{name}_accuracy"] for name in ("color", "shape", "count")})
     out["per_motion"] = {m: mean([r for r in records if r["camera"] == m], "direction_correct")
                          for m in dict.fromkeys(r["camera"] for r in records)}
     return out
@@ -324,7 +330,6 @@ def run_camera_eval(pipe, prompts, seeds, motions=EVAL_MOTIONS, settings=({},), 
     from tqdm.auto import tqdm
 
     from videogen.evaluation.evaluate import to_uint8, write_result
-    from videogen.evaluation.metrics import score_clip
 
     runs = {"ceiling": []}
     named = {_setting_name(s): s for s in settings}
@@ -335,9 +340,8 @@ def run_camera_eval(pipe, prompts, seeds, motions=EVAL_MOTIONS, settings=({},), 
     jobs = [(p, s, m) for p in prompts for s in seeds for m in motions]
     for prompt, seed, motion in tqdm(jobs, desc="camera eval", disable=not progress):
         video, intrinsics, c2w = ground_truth(prompt, seed, motion, num_frames, height, width)
-        truth = score_clip(video, prompt)
         runs["ceiling"].append(dict(prompt=prompt, seed=seed, camera=motion, **score(video, intrinsics, c2w, motion),
-                                    **{f"{k}_ok": truth[f"{k}_ok"] for k in ("color", "shape", "count")}))
+                                    **scene_kept(video, prompt)))
         camera = (torch.tensor(intrinsics, dtype=torch.float32), torch.tensor(c2w, dtype=torch.float32))
         for name, setting in named.items():
             frames = pipe(prompt, camera=camera, height=height, width=width, num_frames=num_frames,
@@ -345,9 +349,8 @@ def run_camera_eval(pipe, prompts, seeds, motions=EVAL_MOTIONS, settings=({},), 
                           generator=torch.Generator().manual_seed(seed),
                           **call_arguments(setting, guidance_scale, stg or {})).frames[0]
             clip = to_uint8(frames)
-            kept = score_clip(clip, prompt)
             runs[name].append(dict(prompt=prompt, seed=seed, camera=motion, **score(clip, intrinsics, c2w, motion),
-                                   **{f"{k}_ok": kept[f"{k}_ok"] for k in ("color", "shape", "count")}))
+                                   **scene_kept(clip, prompt)))
     result = dict(config=dict(prompts=list(prompts), seeds=list(seeds), motions=list(motions), steps=steps,
                               guidance_scale=guidance_scale, stg=stg or {}, settings={k: _jsonable(v) for k, v in named.items()}),
                   summary={name: summarize_camera(records) for name, records in runs.items()}, records=runs)

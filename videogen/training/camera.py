@@ -139,6 +139,8 @@ class CameraAdapterModel(torch.nn.Module):
 class CameraTask:
     """What the ``camera`` task adds to the DiT task (config section ``camera``; see ``config.DEFAULTS``)."""
 
+    vae = None  # the frozen base's VAE (set by __init__; only a latent-cache batch needs it)
+
     def __init__(self, cfg: dict, parts: dict):
         from videogen.models.adapters import CameraControlNet
 
@@ -172,16 +174,7 @@ class CameraTask:
         the static null's from ``frozen_clip_latents``; its pixel size comes from the latents' shape. Draws are
         made for the ``global_batch`` and sliced with ``local`` (the trainer's per-process slice)."""
         c = self.cfg["camera"]
-        if "video" in batch:
-            video = batch["video"]
-            b, _, f, h, w = video.shape
-        elif "latents" in batch:
-            video = batch["latents"]
-            b, _, lf, lh, lw = video.shape
-            tc, sc = self.vae.temporal_compression, self.vae.spatial_compression
-            f, h, w = 1 + tc * (lf - 1), lh * sc, lw * sc
-        else:
-            raise ValueError("task camera needs a batch of videos or of cached latents, with camera metadata")
+        video, (b, f, h, w) = batch_clips(batch, self.vae, "camera")
         n = global_batch
         static = local(torch.rand(n, generator=generator) < c["static_prob"])
         sparse = local(torch.rand(n, generator=generator) < c["sparse_prob"])
@@ -258,6 +251,19 @@ class CameraTask:
                                                           c["high_noise_min"])
         (final / "generation_config.json").write_text(json.dumps(settings, indent=2) + "\n")
         return final
+
+
+def batch_clips(batch: dict, vae, task: str) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """An adapter task's batch: ``(its videos [B, 3, F, H, W], or a latent cache's latents [B, z, F', h, w]; (B, F,
+    H, W) in pixels, for latents from the VAE's compression)``; a batch with neither is a ``ValueError``."""
+    if "video" in batch:
+        b, _, f, h, w = batch["video"].shape
+        return batch["video"], (b, f, h, w)
+    if "latents" in batch:
+        b, _, lf, lh, lw = batch["latents"].shape
+        tc, sc = vae.temporal_compression, vae.spatial_compression
+        return batch["latents"], (b, 1 + tc * (lf - 1), lh * sc, lw * sc)
+    raise ValueError(f"task {task} needs a batch of videos or of cached latents, with their clips' metadata")
 
 
 def local_list(values: list, local) -> list:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from videogen.training.camera import check_frozen_base, high_noise_sigmas, local_list
+from videogen.training.camera import batch_clips, check_frozen_base, high_noise_sigmas, local_list
 
 MEMO_BYTES = 2 << 30  # the motion latents the task remembers (2 GiB: 26000 clips' at 64x64, 17 frames, z 16)
 
@@ -104,16 +104,8 @@ class TrajectoryTask:
         its pixel size comes from the latents' shape. Draws are made for the ``global_batch`` and sliced with
         ``local``."""
         c = self.cfg["trajectory"]
-        if "video" in batch:
-            video = batch["video"]
-            b, _, f, h, w = video.shape
-        elif "latents" in batch:
-            video = None
-            b, _, lf, lh, lw = batch["latents"].shape
-            tc, sc = self.vae.temporal_compression, self.vae.spatial_compression
-            f, h, w = 1 + tc * (lf - 1), lh * sc, lw * sc
-        else:
-            raise ValueError("task trajectory needs a batch of videos or of cached latents, with object metadata")
+        clips, (b, f, h, w) = batch_clips(batch, self.vae, "trajectory")
+        video = clips if "video" in batch else None
         n = global_batch
         drop = local(torch.rand(n, generator=generator) < c["drop_prob"])
         partial = local(torch.rand(n, generator=generator) < c["partial_prob"])
