@@ -66,6 +66,31 @@ def test_two_stages_identity_frozen_motion_residual_and_prior(base, tmp_path, ca
     assert np.abs(pipe(**args, generator=torch.Generator().manual_seed(0)).frames - plain).max() > 0
 
 
+def test_text_and_image_base_with_prior(tmp_path):
+    """On a text-and-image model (the embedded default's kind: ImageToVideoPipeline, image_optional) the prior
+    videos are generated from the class prompt alone and both stages train with the I2V condition."""
+    from _tiny import tiny_i2v_pipeline_parts
+    from pipelines import ImageToVideoPipeline
+    from videogen.io import load_video
+    from videogen.training.personalize import personalize
+
+    _, parts = tiny_i2v_pipeline_parts(tmp_path)
+    ImageToVideoPipeline(**parts, image_optional=True).save_pretrained(tmp_path / "joint")
+    (tmp_path / "joint" / "generation_config.json").write_text(json.dumps(
+        dict(height=32, width=32, num_frames=5, steps=2, max_sequence_length=16, guidance_scale=3.0)))
+    with pytest.warns(UserWarning, match="does not know 'zorp'"):
+        report = personalize(make_clips(tmp_path / "clips", (32, 32)), "zorp", tmp_path / "out",
+                             model=tmp_path / "joint", class_prompt="a red square", steps=(2, 2), rank=2,
+                             prior_videos=1, progress=False)
+    prior = load_video(tmp_path / "out" / "work" / "data" / "prior000.mp4")
+    assert prior.shape == (5, 32, 32, 3) and report["prior_videos"] == 1
+    assert report["image_dropout"] == {"stage1": 1.0, "stage2": 0.5}  # stage 1 text-only: a frame is its own answer
+    for stage, dropout in (("stage1", 1.0), ("stage2", 0.5)):
+        saved = (tmp_path / "out" / "work" / stage / "config.yaml").read_text()
+        assert f"image_dropout: {dropout}" in saved
+    assert report["final_loss"]["stage1"] is not None and report["final_loss"]["stage2"] is not None
+
+
 def test_bad_inputs(base, tmp_path):
     from videogen.training.personalize import check_concept_word, personalize
 
@@ -93,6 +118,9 @@ def test_concept_clips_prompts_and_eval(base, tmp_path, capsys):
     paths = write_concept_clips(tmp_path / "zorp", "orange", "square", num=4)
     scores = concept_scores([load_video(p) for p in paths], "orange", "square")
     assert scores["color_accuracy"] == 100.0 and scores["shape_accuracy"] == 100.0
+    # the clips move left, right, left, right: scored against prompts of up / right / left / still
+    moved = concept_scores([load_video(p) for p in paths], "orange", motions=["up", "right", "left", "still"])
+    assert moved["motion_accuracy"] == 50.0 and moved["clip_motion"] == 100.0
     rng = np.random.default_rng(0)
     drawn = {o.color for _ in range(300) for o in sample_clip_spec(rng).objects}
     assert drawn and not drawn & set(CONCEPT_COLORS)
@@ -103,4 +131,5 @@ def test_concept_clips_prompts_and_eval(base, tmp_path, capsys):
                  "--out", str(tmp_path / "e")]) == 0
     result = json.loads((tmp_path / "e" / "concept.json").read_text())
     assert result["n"] == len(prompts) and 0.0 <= result["color_accuracy"] <= 100.0
+    assert len(result["directions"]) == len(prompts) and 0.0 <= result["motion_accuracy"] <= 100.0
     assert "concept 'zorp'" in capsys.readouterr().out

@@ -563,11 +563,18 @@ def test_joint_text_and_image_to_video_training(tmp_path):
               "train.i2v=true", "train.ema_decay=null", "train.learning_rate=1e-2", f"data.cache={tmp_path / 'cache'}"]
     config = write_config(tmp_path, data={"root": str(clips)})
     losses = {}
-    for name, extra in (("plain", []), ("joint", ["train.image_dropout=0.5", "train.train_text_encoder=true"])):
+    for name, extra in (("plain", []), ("joint", ["train.image_dropout=0.5", "train.train_text_encoder=true"]),
+                        ("text", ["train.image_dropout=1.0"])):
         proc = run_cli("train", "--config", str(config), f"output_dir={tmp_path / name}", *common, *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
         losses[name] = [json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
     assert not np.allclose(losses["plain"], losses["joint"]), losses
+    # 1.0: every sample text-only, so the widened (zero-initialised) image channels never see a non-zero input
+    z = parts["vae"].config.z_dim
+    for name, untouched in (("text", True), ("joint", False)):
+        w = load_file(str(tmp_path / name / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
+        assert torch.equal(w["patch_embedding.weight"][:, z:], torch.zeros_like(w["patch_embedding.weight"][:, z:])) \
+            == untouched, name
     plain = ImageToVideoPipeline.from_pretrained(tmp_path / "plain" / "final")
     joint = ImageToVideoPipeline.from_pretrained(tmp_path / "joint" / "final")
     assert plain.config.image_optional is False and joint.config.image_optional is True

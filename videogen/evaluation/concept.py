@@ -51,15 +51,25 @@ def concept_prompts(concept: str) -> list[str]:
     return [f"a {concept} {words[m]} on a {bg} background" for m, bg in EVAL_SCENES]
 
 
-def concept_scores(clips, color: str, shape: str | None = None) -> dict:
+def concept_scores(clips, color: str, shape: str | None = None, motions=None) -> dict:
     """Share (%) of ``clips`` whose main object is ``color`` (named against every colour, the concept ones too),
-    and ``shape`` if given."""
+    and ``shape`` if given. With ``motions`` (the prompted motion of each clip): ``motion_accuracy``, the share
+    that move as prompted, and ``clip_motion``, the share that move as the concept clips did (``CLIP_MOTIONS``)
+    although the prompt said otherwise: the clips' motion copied into the concept."""
     palette = chroma_palette(OBJECT_COLORS)
     measures = [measure_clip(c, palette) for c in clips]
     colors = [m["dominant_color"] for m in measures]
     out = dict(color_accuracy=100.0 * np.mean([c == color for c in colors]), colors=colors, n=len(clips))
     if shape is not None:
         out["shape_accuracy"] = 100.0 * np.mean([m["shape"] == shape for m in measures])
+    if motions is not None:
+        if len(motions) != len(clips):
+            raise ValueError(f"{len(motions)} motions for {len(clips)} clips")
+        directions = [m["direction"] for m in measures]
+        out["directions"] = directions
+        out["motion_accuracy"] = 100.0 * np.mean([d == m for d, m in zip(directions, motions)])
+        other = [d in CLIP_MOTIONS for d, m in zip(directions, motions) if m not in CLIP_MOTIONS]
+        out["clip_motion"] = 100.0 * float(np.mean(other)) if other else None
     return out
 
 
@@ -73,11 +83,17 @@ def run_concept_eval(pipe, concept: str, color: str, shape: str | None, seeds, n
     prompts = concept_prompts(concept)
     _, clips = evaluate_pipeline(pipe, prompts, list(seeds), height, width, num_frames, num_inference_steps,
                                  guidance, progress, None, max_sequence_length)
-    scores = concept_scores(clips, color, shape)
+    motions = [m for m, _ in EVAL_SCENES for _ in seeds]  # evaluate_pipeline's order: prompt-major, then seed
+    scores = concept_scores(clips, color, shape, motions)
     result = dict(concept=concept, color=color, shape=shape, prompts=prompts, seeds=[int(s) for s in seeds],
                   **scores)
-    print(f"concept {concept!r} ({color} {shape or ''}): colour {scores['color_accuracy']:.1f} % of {scores['n']} "
-          f"videos" + (f", shape {scores['shape_accuracy']:.1f} %" if shape else ""))
+    line = f"concept {concept!r} ({color} {shape or ''}): colour {scores['color_accuracy']:.1f} % of {scores['n']} videos"
+    if shape:
+        line += f", shape {scores['shape_accuracy']:.1f} %"
+    line += f", motion as prompted {scores['motion_accuracy']:.1f} %"
+    if scores["clip_motion"] is not None:
+        line += f", the clips' left/right where not prompted {scores['clip_motion']:.1f} %"
+    print(line)
     if out_dir is not None:
         write_result(out_dir, "concept.json", result)
     return result

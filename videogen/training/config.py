@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "i2v": False,
         # DiT task with i2v: the fraction of samples whose image condition is dropped (mask and image latents all
         # zero), so one model also generates from text alone (as Wan2.2-TI2V); saved with image_optional=True.
+        # 1.0: every sample text-only (a LoRA for the text path of a text-and-image model).
         "image_dropout": 0.0,
         "kl_weight": 1e-6,
         # VAE task: decode a posterior "sample" (a true VAE) or its "mode" (a deterministic autoencoder with the KL

@@ -118,7 +118,7 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
 
         pipe.set_progress_bar_config(disable=not progress)
         for k in range(prior_videos):
-            frames = pipe(class_prompt, height=d["height"], width=d["width"], num_frames=d["num_frames"],
+            frames = pipe(prompt=class_prompt, height=d["height"], width=d["width"], num_frames=d["num_frames"],
                           num_inference_steps=d["steps"], max_sequence_length=d["max_sequence_length"],
                           guidance=cfg_stg(d["guidance_scale"], d["stg_scale"], d["stg_blocks"], d["stg_mode"]),
                           generator=torch.Generator().manual_seed(10_000 + k)).frames[0]
@@ -128,13 +128,14 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
     (work / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prior_time = time.perf_counter() - started
 
-    def stage(name, frames, max_steps, lora):
+    def stage(name, frames, max_steps, lora, image_dropout):
         overrides = [f"output_dir={work / name}", f"model.pretrained={model}", f"data.root={work / 'data'}",
                      f"data.num_frames={frames}", f"data.height={d['height']}", f"data.width={d['width']}",
                      f"data.batch_size={min(batch_size, len(rows))}", f"data.max_sequence_length={d['max_sequence_length']}",
                      "data.crop=random", f"train.max_steps={max_steps}", f"train.learning_rate={learning_rate}",
                      "train.ema_decay=null", "train.caption_dropout=0.0", f"seed={seed}", "checkpoint.every=1000000",
                      "log.tensorboard=false", f"train.i2v={str(is_i2v).lower()}",
+                     *([f"train.image_dropout={image_dropout}"] if is_i2v else []),
                      *(f"lora.{k}={v}" for k, v in lora.items())]
         cfg = load_config(None, overrides)
         t0 = time.perf_counter()
@@ -144,8 +145,12 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
 
     alpha = float(alpha if alpha is not None else rank)
     targets = json.dumps(PRESETS[preset])
-    ident_dir, t1, loss1 = stage("stage1", 1, steps[0], {"rank": rank, "alpha": alpha, "target_modules": targets})
-    both_dir, t2, loss2 = stage("stage2", d["num_frames"], steps[1], {"init": ident_dir, "train_factors": "A"})
+    # A text-and-image base: stage 1 trains text-only (with the frame given, a one-frame sample is its own answer
+    # and teaches the word nothing); stage 2 drops the image for half the samples, as the base was trained, so the
+    # LoRA serves both tasks.
+    ident_dir, t1, loss1 = stage("stage1", 1, steps[0], {"rank": rank, "alpha": alpha, "target_modules": targets},
+                                 1.0)
+    both_dir, t2, loss2 = stage("stage2", d["num_frames"], steps[1], {"init": ident_dir, "train_factors": "A"}, 0.5)
     identity, combined = read_lora(ident_dir), read_lora(both_dir)
     motion = LoraFile({n: ModuleLora(down=combined.modules[n].down - m.down, up=m.up, alpha=m.alpha)
                        for n, m in identity.modules.items()}, "diffusers")
@@ -155,6 +160,7 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
     report = dict(concept=concept, model=str(model), clips=[c.name for c in clips], class_prompt=class_prompt,
                   prior_videos=prior_videos if class_prompt else 0, preset=preset, rank=rank, alpha=alpha,
                   steps=list(steps), learning_rate=learning_rate, seed=seed,
+                  image_dropout=dict(stage1=1.0, stage2=0.5) if is_i2v else None,
                   seconds=dict(prior=round(prior_time, 1), stage1=round(t1, 1), stage2=round(t2, 1)),
                   final_loss=dict(stage1=loss1[-1] if loss1 else None, stage2=loss2[-1] if loss2 else None),
                   files=dict(identity=str(out / "identity.safetensors"), motion=str(out / "motion.safetensors"),

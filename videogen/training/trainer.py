@@ -120,8 +120,8 @@ class Trainer:
         self.lora_config = None
         if t["i2v"] and cfg["task"] not in ("dit", "camera", "trajectory"):
             raise ValueError("train.i2v needs task: dit (or camera / trajectory, on a base in the I2V layout)")
-        if not 0.0 <= t["image_dropout"] < 1.0 or (t["image_dropout"] and not t["i2v"]):
-            raise ValueError(f"train.image_dropout must be in [0, 1) and needs train.i2v; got {t['image_dropout']}")
+        if not 0.0 <= t["image_dropout"] <= 1.0 or (t["image_dropout"] and not t["i2v"]):
+            raise ValueError(f"train.image_dropout must be in [0, 1] and needs train.i2v; got {t['image_dropout']}")
         # An adapter task (a CameraControlNet or a TrajectoryAdapter on the frozen base; videogen.training.camera,
         # videogen.training.trajectory): what it adds to the DiT task goes through this one object.
         self.adapter_task = None
@@ -468,6 +468,9 @@ class Trainer:
         if resume:
             self.load_checkpoint(resume)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if acc.is_main_process:  # the run's resolved config beside its log: what trained it, overrides included
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
         if cfg["log"]["tensorboard"]:
             acc.init_trackers("train", config={"task": cfg["task"], "seed": cfg["seed"]})
         self.model.train()
