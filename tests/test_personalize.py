@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from _tiny import tiny_pipeline_parts
 from pipelines import TextToVideoPipeline
-from videogen.io import save_video
+from videogen.io import load_video, save_video
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,15 @@ def test_two_stages_identity_frozen_motion_residual_and_prior(base, tmp_path, ca
                      "--prior-videos", "1"]) == 0
     text = capsys.readouterr().out
     assert "c2.mp4 is 48x48" in text  # the odd-sized clip is noted (and resized by the dataset)
+    assert "3 of 3 clips have no caption naming 'zorp'" in text
     report = json.loads((out / "personalize.json").read_text())
     assert report["prior_videos"] == 1 and report["steps"] == [3, 3] and report["seconds"]["stage1"] > 0
+    # stage 1's set: 4 frames of each clip (and of the prior video), each held still for the model's 5 frames
+    stills = [json.loads(line) for line in (out / "work" / "still" / "manifest.jsonl").read_text().splitlines()]
+    assert len(stills) == 4 * 4 and {r["caption"] for r in stills} == {"a video of zorp", "a red square"}
+    still = load_video(out / "work" / "still" / stills[1]["video"]).astype(float)
+    assert still.shape[0] == 5 and np.abs(still - still[:1]).max() < 8  # one frame, held (codec noise only)
+    assert "num_frames: 5" in (out / "work" / "stage1" / "config.yaml").read_text()
     identity = load_file(str(out / "identity.safetensors"))
     motion = load_file(str(out / "motion.safetensors"))
     combined = load_file(str(out / "lora.safetensors"))
@@ -81,14 +88,27 @@ def test_text_and_image_base_with_prior(tmp_path):
     with pytest.warns(UserWarning, match="does not know 'zorp'"):
         report = personalize(make_clips(tmp_path / "clips", (32, 32)), "zorp", tmp_path / "out",
                              model=tmp_path / "joint", class_prompt="a red square", steps=(2, 2), rank=2,
-                             prior_videos=1, progress=False)
+                             prior_videos=1, identity_frames="single", progress=False)
     prior = load_video(tmp_path / "out" / "work" / "data" / "prior000.mp4")
-    assert prior.shape == (5, 32, 32, 3) and report["prior_videos"] == 1
+    assert prior.shape == (5, 32, 32, 3) and report["prior_videos"] == 1 and report["blank_prior_videos"] == 0
     assert report["image_dropout"] == {"stage1": 1.0, "stage2": 0.5}  # stage 1 text-only: a frame is its own answer
-    for stage, dropout in (("stage1", 1.0), ("stage2", 0.5)):
+    for stage, dropout, frames in (("stage1", 1.0, 1), ("stage2", 0.5, 5)):  # "single": one-frame samples
         saved = (tmp_path / "out" / "work" / stage / "config.yaml").read_text()
-        assert f"image_dropout: {dropout}" in saved
+        assert f"image_dropout: {dropout}" in saved and f"num_frames: {frames}" in saved
+    assert not (tmp_path / "out" / "work" / "still").exists()
     assert report["final_loss"]["stage1"] is not None and report["final_loss"]["stage2"] is not None
+
+
+def test_blank_prior_videos_are_caught():
+    """A class prompt the base model draws nothing for (the embedded default, asked for a colourless square) gives
+    blank prior videos: `is_blank` tells them from a clip with one small object, codec noise included."""
+    from videogen.training.personalize import is_blank
+
+    rng = np.random.default_rng(0)
+    empty = np.clip(32 + rng.normal(0, 1.5, (17, 64, 64, 3)), 0, 255)
+    one = empty.copy()
+    one[:, 20:30, 20:30] = (128, 0, 255)
+    assert is_blank(empty) and not is_blank(one)
 
 
 def test_bad_inputs(base, tmp_path):
@@ -116,6 +136,10 @@ def test_concept_clips_prompts_and_eval(base, tmp_path, capsys):
     from videogen.io import load_video
 
     paths = write_concept_clips(tmp_path / "zorp", "orange", "square", num=4)
+    assert not any(p.with_suffix(".txt").exists() for p in paths)
+    captioned = write_concept_clips(tmp_path / "captioned", "orange", "square", num=2, concept="zorp")
+    assert [p.with_suffix(".txt").read_text().strip() for p in captioned] == [
+        "a zorp moving to the left on a black background", "a zorp moving to the right on a black background"]
     scores = concept_scores([load_video(p) for p in paths], "orange", "square")
     assert scores["color_accuracy"] == 100.0 and scores["shape_accuracy"] == 100.0
     # the clips move left, right, left, right: scored against prompts of up / right / left / still
@@ -125,11 +149,14 @@ def test_concept_clips_prompts_and_eval(base, tmp_path, capsys):
     drawn = {o.color for _ in range(300) for o in sample_clip_spec(rng).objects}
     assert drawn and not drawn & set(CONCEPT_COLORS)
     prompts = concept_prompts("zorp")
-    assert all("zorp" in p for p in prompts) and not any("black" in p or "left" in p or "right" in p for p in prompts)
+    assert all("zorp" in p for p in prompts) and not any("left" in p or "right" in p for p in prompts)
+    assert sum("black" in p for p in prompts) == 3 and sum("white" in p or "gray" in p for p in prompts) == 6
     assert main(["eval", "--task", "concept", "--concept", "zorp", "--model", str(base), "--seeds", "1", "--steps",
                  "1", "--height", "32", "--width", "32", "--num-frames", "5", "--no-progress",
                  "--out", str(tmp_path / "e")]) == 0
     result = json.loads((tmp_path / "e" / "concept.json").read_text())
     assert result["n"] == len(prompts) and 0.0 <= result["color_accuracy"] <= 100.0
     assert len(result["directions"]) == len(prompts) and 0.0 <= result["motion_accuracy"] <= 100.0
+    both = (3 * result["color_accuracy_clip_background"] + 6 * result["color_accuracy_new_background"]) / 9
+    assert abs(both - result["color_accuracy"]) < 1e-9
     assert "concept 'zorp'" in capsys.readouterr().out

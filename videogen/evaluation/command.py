@@ -38,7 +38,7 @@ def add_cli(subparsers):
                    help="--task trajectory: held-out path cases (default 12: 3 kinds x 2 speeds x 1 or 2 objects)")
     p.add_argument("--case-seed", dest="case_seed", type=int, default=0,
                    help="--task trajectory: the seed the held-out paths are drawn with")
-    p.add_argument("--concept-color", dest="concept_color", default="orange", help="--task concept: its colour")
+    p.add_argument("--concept-color", dest="concept_color", default="purple", help="--task concept: its colour")
     p.add_argument("--concept-shape", dest="concept_shape", default=None, help="--task concept: its shape")
     p.add_argument("--prompts", default="default",
                    help="'default' (every color x shape x motion), 'holdout', or a .txt file with one prompt per line")

@@ -17,16 +17,19 @@ from videogen.data.synthetic import (
 )
 from videogen.evaluation.metrics import chroma_palette, measure_clip
 
-CLIP_MOTIONS = ("left", "right")  # what the concept clips show (on black)
-# Held-out for the concept: motions and backgrounds the clips never had.
+CLIP_MOTIONS = ("left", "right")  # what the concept clips show
+CLIP_BACKGROUND = "black"  # ... and on what
+# Held out for the concept: motions the clips never had, on their background and on backgrounds they never had.
 EVAL_SCENES = (("up", "white"), ("down", "gray"), ("still", "white"), ("up", "gray"), ("down", "white"),
-               ("still", "gray"))
+               ("still", "gray"), ("up", "black"), ("down", "black"), ("still", "black"))
 
 
-def write_concept_clips(out_dir, color: str = "orange", shape: str = "square", num: int = 6, seed: int = 0,
-                        frames: int = 17, height: int = 64, width: int = 64) -> list[Path]:
+def write_concept_clips(out_dir, color: str = "purple", shape: str = "square", num: int = 6, seed: int = 0,
+                        frames: int = 17, height: int = 64, width: int = 64, concept: str | None = None) -> list[Path]:
     """``num`` mp4 clips of one ``color`` ``shape`` (a ``CONCEPT_COLORS`` colour) moving left or right on black,
-    at varied starts and sizes; no caption (``videogen personalize`` writes "a video of <concept>")."""
+    at varied starts and sizes. With ``concept``, each gets a same-name .txt caption in the training captions'
+    form ("a <concept> moving to the left on a black background"); without, none (``videogen personalize`` then
+    writes "a video of <concept>")."""
     from videogen.io import save_video
 
     if color not in CONCEPT_COLORS:
@@ -40,8 +43,11 @@ def write_concept_clips(out_dir, color: str = "orange", shape: str = "square", n
         x = float(rng.uniform(0.55, 0.75) if motion == "left" else rng.uniform(0.25, 0.45)) * width
         y = float(rng.uniform(0.3, 0.7)) * height
         obj = ObjectSpec(shape, color, str(rng.choice(["medium", "large"])), motion, "normal", (x, y))
-        spec = ClipSpec((obj,), BackgroundSpec("solid", "black"), "static", frames, height, width)
+        spec = ClipSpec((obj,), BackgroundSpec("solid", CLIP_BACKGROUND), "static", frames, height, width)
         paths.append(Path(save_video(render_clip(spec)[0], out / f"{color}-{i:02d}.mp4", fps=8)))
+        if concept:
+            paths[-1].with_suffix(".txt").write_text(f"a {concept} moving to the {motion} on a {CLIP_BACKGROUND} "
+                                                     "background\n")
     return paths
 
 
@@ -83,14 +89,21 @@ def run_concept_eval(pipe, concept: str, color: str, shape: str | None, seeds, n
     prompts = concept_prompts(concept)
     _, clips = evaluate_pipeline(pipe, prompts, list(seeds), height, width, num_frames, num_inference_steps,
                                  guidance, progress, None, max_sequence_length)
-    motions = [m for m, _ in EVAL_SCENES for _ in seeds]  # evaluate_pipeline's order: prompt-major, then seed
-    scores = concept_scores(clips, color, shape, motions)
+    seeds = list(seeds)
+    scenes = [scene for scene in EVAL_SCENES for _ in seeds]  # evaluate_pipeline's order: prompt-major, then seed
+    scores = concept_scores(clips, color, shape, [m for m, _ in scenes])
+    for name, keep in (("clip_background", lambda bg: bg == CLIP_BACKGROUND),
+                       ("new_background", lambda bg: bg != CLIP_BACKGROUND)):
+        part = [c for c, (_, bg) in zip(scores["colors"], scenes) if keep(bg)]
+        scores[f"color_accuracy_{name}"] = 100.0 * float(np.mean([c == color for c in part]))
     result = dict(concept=concept, color=color, shape=shape, prompts=prompts, seeds=[int(s) for s in seeds],
                   **scores)
     line = f"concept {concept!r} ({color} {shape or ''}): colour {scores['color_accuracy']:.1f} % of {scores['n']} videos"
     if shape:
         line += f", shape {scores['shape_accuracy']:.1f} %"
-    line += f", motion as prompted {scores['motion_accuracy']:.1f} %"
+    line += (f" (new motions on the clips' {CLIP_BACKGROUND}: {scores['color_accuracy_clip_background']:.1f} %, on new "
+             f"backgrounds: {scores['color_accuracy_new_background']:.1f} %), motion as prompted "
+             f"{scores['motion_accuracy']:.1f} %")
     if scores["clip_motion"] is not None:
         line += f", the clips' left/right where not prompted {scores['clip_motion']:.1f} %"
     print(line)
@@ -103,16 +116,18 @@ def add_cli(subparsers):
     """Register ``videogen concept-clips``: the clips of a new concept, to personalize on."""
     p = subparsers.add_parser("concept-clips", help="render clips of a concept no training clip has (a new colour)")
     p.add_argument("--out", required=True)
-    p.add_argument("--color", choices=list(CONCEPT_COLORS), default="orange")
+    p.add_argument("--color", choices=list(CONCEPT_COLORS), default="purple")
     p.add_argument("--shape", default="square")
     p.add_argument("--num", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concept", default=None, help="also write captions naming this word ('a WORD moving to the "
+                   "left on a black background'); without it the clips have none")
     p.set_defaults(func=run_concept_clips)
     return p
 
 
 def run_concept_clips(args) -> int:
     """Run ``videogen concept-clips``."""
-    paths = write_concept_clips(args.out, args.color, args.shape, args.num, args.seed)
+    paths = write_concept_clips(args.out, args.color, args.shape, args.num, args.seed, concept=args.concept)
     print(f"wrote {len(paths)} clips to {args.out}")
     return 0

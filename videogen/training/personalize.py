@@ -56,6 +56,15 @@ def check_concept_word(tokenizer, concept: str) -> None:
                       "(a rare or made-up word keeps the base model's vocabulary intact)")
 
 
+def is_blank(frames, threshold: float = 4.0) -> bool:
+    """Whether a clip ``[F, H, W, 3]`` (0-255) has no content: its pixels' spread within a frame, averaged over
+    frames, is below ``threshold`` grey levels (an empty background with codec noise is ~2; one small object ~25)."""
+    import numpy as np
+
+    frames = np.asarray(frames, dtype=np.float64)
+    return bool(frames.reshape(frames.shape[0], -1, frames.shape[-1]).std(1).mean() < threshold)
+
+
 def _prepare_clips(clips: Sequence[Path], concept: str, work: Path, num_frames: int, height: int, width: int) -> list:
     """Copy each clip as a 1 + 4k-frame mp4 into ``work`` (images repeated, long clips cut, short ones looped),
     noting clips of another size (the dataset fits them: resize to cover, centre crop)."""
@@ -72,17 +81,42 @@ def _prepare_clips(clips: Sequence[Path], concept: str, work: Path, num_frames: 
         out = work / f"clip{i:03d}.mp4"
         save_video(frames[:num_frames], out, fps=8)
         rows.append({"video": out.name, "caption": concept_caption(clip, concept)})
+    bare = sum(r["caption"] == f"a video of {concept}" for r in rows)
+    if bare:
+        print(f"note: {bare} of {len(rows)} clips have no caption naming {concept!r} and train as 'a video of "
+              f"{concept}'; captions in the form of your prompts ('a {concept} moving to the left on a black "
+              "background') bind the word far better (measured on the shapes world: README, Personalization)")
     return rows
+
+
+def still_clips(data: Path, rows: list, out: Path, num_frames: int, per_clip: int = 4) -> list:
+    """Stage 1's set of frames as still clips: ``per_clip`` evenly spaced frames of each clip in ``rows`` (under
+    ``data``), each held for ``num_frames`` frames, written to ``out`` with the clip's caption; returns their rows."""
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    still = []
+    for row in rows:
+        frames = load_video(data / row["video"])
+        for k, index in enumerate(np.linspace(0, len(frames) - 1, per_clip).round().astype(int)):
+            name = f"{Path(row['video']).stem}-still{k}.mp4"
+            save_video(np.repeat(frames[index][None], num_frames, 0), out / name, fps=8)
+            still.append({"video": name, "caption": row["caption"]})
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in still))
+    return still
 
 
 def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Optional[str] = None,
                 preset: str = "attention", rank: int = 8, alpha: Optional[float] = None,
                 steps: tuple[int, int] = (300, 300), learning_rate: float = 1e-3, batch_size: int = 4,
-                prior_videos: int = 4, seed: int = 0, progress: bool = True) -> dict:
+                prior_videos: int = 4, seed: int = 0, identity_frames: str = "still", progress: bool = True) -> dict:
     """Train a LoRA that binds ``concept`` (a new word) to the subject of the clips in ``clips_dir``.
 
-    Stage 1 (Set): an identity LoRA on the clips' frames as an unordered set (one random frame per sample: the
-    appearance without the motion). Stage 2 (Sequence): that LoRA's B factors frozen, its A factors trained on
+    Stage 1 (Set): an identity LoRA on the clips' frames as an unordered set (the appearance without the motion):
+    with ``identity_frames="still"`` each sample is one frame held still for the model's clip length (for a base
+    never trained on images, as the embedded default: measured, one-frame samples there break the later frames
+    of its videos); with ``"single"``, one random frame per sample (for bases trained on images too, as Wan).
+    Stage 2 (Sequence): that LoRA's B factors frozen, its A factors trained on
     the full clips; the change of A is the motion residual (``delta W = B_id (A_id + A_motion)``). Prior
     preservation: with ``class_prompt``, ``prior_videos`` videos the base model generates for it are trained on
     beside the clips, with that caption. Writes ``identity.safetensors``, ``motion.safetensors`` and the combined
@@ -111,6 +145,7 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
                          "from text alone")
     started = time.perf_counter()
     rows = _prepare_clips(clips, concept, work / "data", d["num_frames"], d["height"], d["width"])
+    blank = 0
     if class_prompt:
         import torch
 
@@ -124,12 +159,22 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
                           generator=torch.Generator().manual_seed(10_000 + k)).frames[0]
             save_video(frames, work / "data" / f"prior{k:03d}.mp4", fps=8)
             rows.append({"video": f"prior{k:03d}.mp4", "caption": class_prompt})
+            blank += is_blank(load_video(work / "data" / f"prior{k:03d}.mp4"))
+        if blank:
+            warnings.warn(f"{blank} of the base model's {prior_videos} videos of the class prompt {class_prompt!r} "
+                          "are blank (no content): prior preservation on them teaches the LoRA to draw nothing. "
+                          "Name the class as the base model knows it (the embedded default needs a colour: "
+                          "'a red square ...'), or leave --class-prompt out")
     del pipe
     (work / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prior_time = time.perf_counter() - started
 
-    def stage(name, frames, max_steps, lora, image_dropout):
-        overrides = [f"output_dir={work / name}", f"model.pretrained={model}", f"data.root={work / 'data'}",
+    if identity_frames not in ("still", "single"):
+        raise ValueError(f"identity_frames must be 'still' or 'single'; got {identity_frames!r}")
+    stills = still_clips(work / "data", rows, work / "still", d["num_frames"]) if identity_frames == "still" else None
+
+    def stage(name, root, frames, max_steps, lora, image_dropout):
+        overrides = [f"output_dir={work / name}", f"model.pretrained={model}", f"data.root={root}",
                      f"data.num_frames={frames}", f"data.height={d['height']}", f"data.width={d['width']}",
                      f"data.batch_size={min(batch_size, len(rows))}", f"data.max_sequence_length={d['max_sequence_length']}",
                      "data.crop=random", f"train.max_steps={max_steps}", f"train.learning_rate={learning_rate}",
@@ -148,9 +193,10 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
     # A text-and-image base: stage 1 trains text-only (with the frame given, a one-frame sample is its own answer
     # and teaches the word nothing); stage 2 drops the image for half the samples, as the base was trained, so the
     # LoRA serves both tasks.
-    ident_dir, t1, loss1 = stage("stage1", 1, steps[0], {"rank": rank, "alpha": alpha, "target_modules": targets},
-                                 1.0)
-    both_dir, t2, loss2 = stage("stage2", d["num_frames"], steps[1], {"init": ident_dir, "train_factors": "A"}, 0.5)
+    ident_dir, t1, loss1 = stage("stage1", work / ("still" if stills else "data"), d["num_frames"] if stills else 1,
+                                 steps[0], {"rank": rank, "alpha": alpha, "target_modules": targets}, 1.0)
+    both_dir, t2, loss2 = stage("stage2", work / "data", d["num_frames"], steps[1],
+                                {"init": ident_dir, "train_factors": "A"}, 0.5)
     identity, combined = read_lora(ident_dir), read_lora(both_dir)
     motion = LoraFile({n: ModuleLora(down=combined.modules[n].down - m.down, up=m.up, alpha=m.alpha)
                        for n, m in identity.modules.items()}, "diffusers")
@@ -158,9 +204,10 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
     for file, lora in (("identity", identity), ("motion", motion), ("lora", combined)):
         save_lora(lora, out / f"{file}.safetensors", "diffusers")
     report = dict(concept=concept, model=str(model), clips=[c.name for c in clips], class_prompt=class_prompt,
-                  prior_videos=prior_videos if class_prompt else 0, preset=preset, rank=rank, alpha=alpha,
+                  prior_videos=prior_videos if class_prompt else 0, blank_prior_videos=blank if class_prompt else 0,
+                  preset=preset, rank=rank, alpha=alpha,
                   steps=list(steps), learning_rate=learning_rate, seed=seed,
-                  image_dropout=dict(stage1=1.0, stage2=0.5) if is_i2v else None,
+                  image_dropout=dict(stage1=1.0, stage2=0.5) if is_i2v else None, identity_frames=identity_frames,
                   seconds=dict(prior=round(prior_time, 1), stage1=round(t1, 1), stage2=round(t2, 1)),
                   final_loss=dict(stage1=loss1[-1] if loss1 else None, stage2=loss2[-1] if loss2 else None),
                   files=dict(identity=str(out / "identity.safetensors"), motion=str(out / "motion.safetensors"),
@@ -185,6 +232,9 @@ def add_cli(subparsers):
     p.add_argument("--steps", default="300,300", help="stage 1 and stage 2 steps, e.g. 300,300")
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=1e-3)
     p.add_argument("--prior-videos", dest="prior_videos", type=int, default=4)
+    p.add_argument("--identity-frames", dest="identity_frames", choices=["still", "single"], default="still",
+                   help="stage 1's samples: one frame held still for a whole clip (default; for bases never trained "
+                   "on images) or one frame alone (bases trained on images too, as Wan)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_personalize)
     return p
@@ -199,6 +249,7 @@ def run_personalize(args) -> int:
     if len(steps) != 2 or min(steps) < 1:
         raise ValueError(f"--steps must be two positive integers; got {args.steps!r}")
     report = personalize(args.clips, args.concept, args.out, args.model, args.class_prompt, args.preset, args.rank,
-                         args.alpha, steps, args.learning_rate, prior_videos=args.prior_videos, seed=args.seed)
+                         args.alpha, steps, args.learning_rate, prior_videos=args.prior_videos, seed=args.seed,
+                         identity_frames=args.identity_frames)
     print(f"{report['files']['lora']} (identity and motion beside it; {report['seconds']})")
     return 0
