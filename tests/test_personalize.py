@@ -119,6 +119,8 @@ def test_bad_inputs(base, tmp_path):
         personalize(tmp_path / "empty", "zorp", tmp_path / "o", model=base)
     with pytest.raises(FileNotFoundError):
         personalize(tmp_path / "nope", "zorp", tmp_path / "o", model=base)
+    with pytest.raises(ValueError, match="identity_frames must be"):
+        personalize(tmp_path / "empty", "zorp", tmp_path / "o", model=base, identity_frames="video")
     with pytest.raises(ValueError, match="one word"):
         personalize(tmp_path / "empty", "two words", tmp_path / "o", model=base)
     pipe = TextToVideoPipeline.from_pretrained(base)

@@ -129,6 +129,8 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if identity_frames not in ("still", "single"):
+        raise ValueError(f"identity_frames must be 'still' or 'single'; got {identity_frames!r}")
     if not concept or not concept.strip() or len(concept.split()) != 1:
         raise ValueError(f"the concept must be one word; got {concept!r}")
     clips = find_clips(clips_dir)
@@ -169,8 +171,6 @@ def personalize(clips_dir, concept: str, out_dir, model=None, class_prompt: Opti
     (work / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prior_time = time.perf_counter() - started
 
-    if identity_frames not in ("still", "single"):
-        raise ValueError(f"identity_frames must be 'still' or 'single'; got {identity_frames!r}")
     stills = still_clips(work / "data", rows, work / "still", d["num_frames"]) if identity_frames == "still" else None
 
     def stage(name, root, frames, max_steps, lora, image_dropout):
