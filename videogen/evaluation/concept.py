@@ -86,10 +86,9 @@ def run_concept_eval(pipe, concept: str, color: str, shape: str | None, seeds, n
     ``concept_scores``, print a line, write ``concept.json`` to ``out_dir``; return the dict."""
     from videogen.evaluation.evaluate import evaluate_pipeline, write_result
 
-    prompts = concept_prompts(concept)
-    _, clips = evaluate_pipeline(pipe, prompts, list(seeds), height, width, num_frames, num_inference_steps,
+    prompts, seeds = concept_prompts(concept), list(seeds)
+    _, clips = evaluate_pipeline(pipe, prompts, seeds, height, width, num_frames, num_inference_steps,
                                  guidance, progress, None, max_sequence_length)
-    seeds = list(seeds)
     scenes = [scene for scene in EVAL_SCENES for _ in seeds]  # evaluate_pipeline's order: prompt-major, then seed
     scores = concept_scores(clips, color, shape, [m for m, _ in scenes])
     for name, keep in (("clip_background", lambda bg: bg == CLIP_BACKGROUND),

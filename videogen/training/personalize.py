@@ -33,6 +33,11 @@ def find_clips(directory) -> list[Path]:
     return clips
 
 
+def default_caption(concept: str) -> str:
+    """The caption of a clip that has none naming the concept."""
+    return f"a video of {concept}"
+
+
 def concept_caption(clip: Path, concept: str) -> str:
     """The clip's own caption (same-name .txt) if it names the concept, else ``"a video of <concept>"``."""
     txt = clip.with_suffix(".txt")
@@ -41,7 +46,7 @@ def concept_caption(clip: Path, concept: str) -> str:
         if concept.lower() in text.lower().split():
             return text
         warnings.warn(f"{txt.name} does not name the concept {concept!r}; using 'a video of {concept}'")
-    return f"a video of {concept}"
+    return default_caption(concept)
 
 
 def check_concept_word(tokenizer, concept: str) -> None:
@@ -81,7 +86,7 @@ def _prepare_clips(clips: Sequence[Path], concept: str, work: Path, num_frames: 
         out = work / f"clip{i:03d}.mp4"
         save_video(frames[:num_frames], out, fps=8)
         rows.append({"video": out.name, "caption": concept_caption(clip, concept)})
-    bare = sum(r["caption"] == f"a video of {concept}" for r in rows)
+    bare = sum(r["caption"] == default_caption(concept) for r in rows)
     if bare:
         print(f"note: {bare} of {len(rows)} clips have no caption naming {concept!r} and train as 'a video of "
               f"{concept}'; captions in the form of your prompts ('a {concept} moving to the left on a black "
